@@ -1,0 +1,5 @@
+from advtune.training.checkpoint_io import CheckpointError, SafeCheckpointIO
+from advtune.training.module import AdversarialModule
+from advtune.training.precision import TwoPlayerMixedPrecision
+
+__all__ = ["AdversarialModule", "CheckpointError", "SafeCheckpointIO", "TwoPlayerMixedPrecision"]

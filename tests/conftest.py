@@ -1,0 +1,117 @@
+"""Shared fixtures: a tiny deterministic task and data module for engine tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advtune.data.loader import ResumableDataLoader
+from advtune.tasks.base import AdversarialTask, TaskOutput
+
+torch.set_num_threads(1)  # two cores are shared by the test run; keep runs reproducible and light
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+class ToyTask(AdversarialTask):
+    """fake = G(x) (deterministic given the batch); optional base loss MSE(fake, y)."""
+
+    def __init__(self, dim: int = 4, with_base: bool = True) -> None:
+        super().__init__()
+        self.dim, self.with_base = dim, with_base
+        self.generator = nn.Linear(dim, dim)
+
+    def generator_predict(self, batch):
+        fake = self.generator(batch["x"])
+        base = {"mse": F.mse_loss(fake, batch["y"])} if self.with_base else {}
+        return TaskOutput(real=batch["y"], fake=fake, base_losses=base, last_layer=self.generator.weight)
+
+    @torch.no_grad()
+    def sample(self, num_samples, generator=None):
+        return self.generator(torch.randn(num_samples, self.dim, generator=generator))
+
+    def export(self, directory):
+        from safetensors.torch import save_file
+
+        path = Path(directory) / "generator.safetensors"
+        save_file(dict(self.generator.state_dict()), str(path))
+        return path
+
+
+class ToyDiscriminator(nn.Module):
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(dim, 8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x, **cond):
+        h = torch.tanh(self.hidden(x))
+        return [self.head(h)], [[h]]
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, n: int, dim: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, dim, generator=g)
+        self.y = self.x @ torch.randn(dim, dim, generator=g) + 0.5
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class ToyData(L.LightningDataModule):
+    def __init__(self, n: int = 64, dim: int = 4, batch_size: int = 8) -> None:
+        super().__init__()
+        self.dataset, self.batch_size = _Pairs(n, dim), batch_size
+
+    def train_dataloader(self):
+        return ResumableDataLoader(self.dataset, batch_size=self.batch_size, seed=0)
+
+
+@pytest.fixture
+def toy():
+    """Factory: (task, discriminator, data) with a fixed seed."""
+
+    def make(with_base: bool = True, dim: int = 4):
+        torch.manual_seed(0)
+        return ToyTask(dim, with_base), ToyDiscriminator(dim), ToyData(dim=dim)
+
+    return make
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A Trainer that writes nothing and prints little."""
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+@pytest.fixture
+def trainer_factory():
+    return quiet_trainer
+
+
+def tiny_gan_overrides(out: Path, **extra: object) -> list[str]:
+    """Overrides that make `experiment=digits_gan` train in a second or two."""
+    overrides = [
+        "experiment=digits_gan", f"output_dir={out}",
+        "task.generator.hidden_dims=[32,64]", "discriminator.hidden_dims=[64,32]",
+        "task.num_val_samples=64", "task.grid_size=16",
+        "trainer.val_check_interval=1000", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false",
+    ]
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    return overrides
+
+
+@pytest.fixture
+def gan_overrides():
+    return tiny_gan_overrides

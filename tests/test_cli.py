@@ -1,0 +1,81 @@
+"""The command line: fast help, train/sample/export round trip, fresh discriminator reuse, DDP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from advtune.cli import main
+from advtune.config import compose_config
+from advtune.runner import build, train
+
+ADVTUNE = [sys.executable, "-m", "advtune.cli"]
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = "import sys, advtune.cli as c; c.main(['--help']); assert 'torch' not in sys.modules and 'lightning' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "validate-config" in out and "experiment" in out and "digits_gan" in out
+
+
+def test_unknown_command_and_bad_experiment_are_one_line_errors(capsys):
+    assert main(["trian"]) == 2
+    assert main(["validate-config", "experiment=nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: unknown command 'trian'")
+    assert err[1].startswith("error: unknown experiment 'nope'; valid:")
+
+
+def test_train_writes_outputs_then_sample_and_export(tmp_path, gan_overrides, capsys):
+    out = tmp_path / "run"
+    metrics = train(compose_config(gan_overrides(out, **{"trainer.max_steps": 20, "trainer.val_check_interval": 20})))
+    assert "val/fid_digits" in metrics and np.isfinite(metrics["val/fid_digits"])
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "metrics.csv").is_file()
+    assert list((out / "samples").glob("*.png")) and list((out / "tensorboard").glob("events.out.tfevents*"))
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    for key in ("g/total", "d/loss", "d/real_acc", "d/fake_acc", "lr/g", "lr/d"):
+        assert key in header
+
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert main(["sample", f"ckpt_path={ckpt}", "num_samples=16", f"out_dir={tmp_path / 's'}"]) == 0
+    samples = np.load(tmp_path / "s" / "samples.npy")
+    assert samples.shape == (16, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1
+    assert (tmp_path / "s" / "samples.png").is_file()
+
+    assert main(["export", f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'e'}"]) == 0
+    disc_file = tmp_path / "e" / "discriminator.safetensors"
+    saved = load_file(str(disc_file))
+
+    # A new run starts from a fresh generator and the exported discriminator.
+    cfg = compose_config(gan_overrides(tmp_path / "run2", init_discriminator=disc_file))
+    disc = build(cfg, with_data=False).module.discriminator
+    for key, value in disc.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+
+
+def test_sample_refuses_a_pickle_payload(tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"x": Payload()}, bad)
+    assert main(["sample", f"ckpt_path={bad}"]) == 2
+    assert not (tmp_path / "pwned").exists()
+    assert "not loadable without unpickling code" in capsys.readouterr().err
+
+
+@pytest.mark.ddp
+def test_ddp_on_two_cpu_processes(tmp_path, gan_overrides):
+    overrides = gan_overrides(tmp_path, **{"trainer.max_steps": 4, "trainer.devices": 2,
+                                           "trainer.strategy": "ddp_find_unused_parameters_true"})
+    proc = subprocess.run(ADVTUNE + ["train", *overrides], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and ckpt["advtune"]["discriminator_updates"] == 4
