@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/flux_demo.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,112 @@
+"""Write docs/OPTIONS.md from the shipped configs: every option, its type, default and meaning.
+
+The meaning is the YAML comment on the option's line (or the comment lines just above it), so the
+configs stay the single source; ``tests/test_docs.py`` fails when the page is out of date.
+
+    python scripts/gen_options.py          # rewrite docs/OPTIONS.md
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "src" / "advtune" / "configs"
+OUT = ROOT / "docs" / "OPTIONS.md"
+LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w]*):\s*(?P<value>[^#]*?)\s*(#\s?(?P<comment>.*))?$")
+
+HEADER = """# Options
+
+Every option of every shipped config, generated from the YAML files by `scripts/gen_options.py`
+(do not edit by hand). Set any of them on the command line, e.g.
+`advtune train experiment=digits_gan adversarial.loss_type=hinge trainer.max_steps=500`.
+A group is chosen with `group=option` (`discriminator=patchgan`); its keys are then under `group.`.
+Experiments (`experiment=NAME`) pick options of each group and override some of their values.
+
+Step units: `trainer.max_steps`, `checkpoint_every` count **generator updates**; everything in
+`schedule.*` and `adversarial.warmup_steps` counts **training steps** (batches since the run began).
+"""
+
+
+def _type(value: str) -> str:
+    if value in ("", "null"):
+        return "—" if value == "" else "null/any"
+    if value in ("true", "false"):
+        return "bool"
+    if value.startswith("["):
+        return "list"
+    if value.startswith("{"):
+        return "dict"
+    if value.startswith("${"):
+        return "interpolation"
+    try:
+        int(value)
+        return "int"
+    except ValueError:
+        pass
+    try:
+        float(value)
+        return "float"
+    except ValueError:
+        return "str"
+
+
+def describe(path: Path) -> list[tuple[str, str, str, str]]:
+    rows, stack, pending = [], [], []
+    for raw in path.read_text().splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
+            if stripped.startswith("# @package") or not stripped:
+                pending = []
+            else:
+                pending.append(stripped.lstrip("# ").strip())
+            continue
+        match = LINE.match(raw)
+        if not match or stripped.startswith("- "):
+            pending = []
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match["key"]))
+        key = ".".join(k for _, k in stack)
+        value = match["value"]
+        meaning = match["comment"] or " ".join(pending)
+        pending = []
+        if key == "defaults" or key.startswith("defaults."):
+            continue
+        rows.append((key, _type(value), value if value else "(section)", meaning.replace("|", "\\|")))
+    return rows
+
+
+def render() -> str:
+    parts = [HEADER]
+    root = CONFIG_DIR / "config.yaml"
+    parts.append("## Top level (`config.yaml`)\n\n| option | type | default | meaning |\n|---|---|---|---|")
+    parts += [f"| `{k}` | {t} | `{v}` | {m} |" for k, t, v, m in describe(root)]
+    for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+        parts.append(f"\n## Group `{group.name}`\n")
+        for option in sorted(group.glob("*.yaml")):
+            rows = describe(option)
+            intro = [ln.lstrip("# ").strip() for ln in option.read_text().splitlines()
+                     if ln.startswith("#") and not ln.startswith("# @package")]
+            parts.append(f"### `{group.name}={option.stem}`\n")
+            if intro:
+                parts.append(" ".join(intro[:6]) + "\n")
+            if rows:
+                prefix = "" if group.name == "experiment" else f"{group.name}."
+                parts.append("| option | type | default | meaning |\n|---|---|---|---|")
+                parts += [f"| `{prefix}{k}` | {t} | `{v}` | {m} |" for k, t, v, m in rows]
+            parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    text = render()
+    if "--check" in sys.argv:
+        sys.exit(0 if OUT.exists() and OUT.read_text() == text else 1)
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
+    print(f"wrote {OUT} ({text.count(chr(10))} lines)")

@@ -1,0 +1,126 @@
+"""Multi-scale STFT discriminator of EnCodec (Défossez et al. 2022, "High Fidelity Neural Audio
+Compression", section 3.4).
+
+Each sub-discriminator takes the complex STFT of the waveform at one resolution (real and imaginary
+parts stacked as channels, ``(B, 2C, frames, freq)``) through 2-D convs dilated along time and
+strided along frequency. At ``filters=32, in_channels=1`` and five FFT sizes
+``[1024, 2048, 512, 256, 128]`` (hop ``n_fft/4``, window ``n_fft``) it has 472,330 parameters,
+the count of audiocraft's ``MultiScaleSTFTDiscriminator``: weight norm (``g`` and ``v`` counted) on
+every conv except the first.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from advtune.discriminators.base import DiscriminatorOutput
+
+__all__ = ["STFTSubDiscriminator", "MultiScaleSTFTDiscriminator"]
+
+
+def _same_padding(kernel: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    return ((kernel[0] - 1) * dilation[0] // 2, (kernel[1] - 1) * dilation[1] // 2)
+
+
+class STFTSubDiscriminator(nn.Module):
+    """One STFT resolution.
+
+    Args:
+        filters: channels of every conv (times ``filters_scale ** i``, capped at ``max_filters``).
+        in_channels: audio channels ``C``; the spectrogram has ``2C`` (real, imaginary).
+        n_fft: FFT size.
+        hop_length: hop between frames.
+        win_length: Hann window length.
+        max_filters: cap on channels.
+        filters_scale: channel growth per dilated conv.
+        kernel_size: ``(time, freq)`` kernel of the dilated convs.
+        dilations: time dilations of the strided convs.
+        stride: ``(time, freq)`` stride of the dilated convs.
+        negative_slope: LeakyReLU slope.
+    """
+
+    def __init__(self, filters: int, in_channels: int = 1, n_fft: int = 1024, hop_length: int = 256,
+                 win_length: int = 1024, max_filters: int = 1024, filters_scale: int = 1,
+                 kernel_size: Sequence[int] = (3, 9), dilations: Sequence[int] = (1, 2, 4),
+                 stride: Sequence[int] = (1, 2), negative_slope: float = 0.2) -> None:
+        super().__init__()
+        if win_length > n_fft:
+            raise ValueError(f"STFTSubDiscriminator: win_length {win_length} > n_fft {n_fft}")
+        self.n_fft, self.hop_length, self.win_length = int(n_fft), int(hop_length), int(win_length)
+        self.negative_slope = float(negative_slope)
+        kernel = (int(kernel_size[0]), int(kernel_size[1]))
+        square = (kernel[0], kernel[0])
+        # Normalise like torchaudio's Spectrogram(normalized=True): divide by the window's L2 norm.
+        window = torch.hann_window(self.win_length)
+        self.register_buffer("window", window / window.pow(2).sum().sqrt(), persistent=False)
+
+        # The first conv has no weight norm (as in EnCodec's reference), the others do.
+        layers = [nn.Conv2d(2 * int(in_channels), filters, kernel, padding=_same_padding(kernel))]
+        channels = min(filters_scale * filters, max_filters)
+        for index, dilation in enumerate(dilations):
+            out = min(filters_scale ** (index + 1) * filters, max_filters)
+            layers.append(weight_norm(nn.Conv2d(
+                channels, out, kernel, stride=tuple(int(s) for s in stride),
+                dilation=(int(dilation), 1), padding=_same_padding(kernel, (int(dilation), 1)))))
+            channels = out
+        out = min(filters_scale ** (len(dilations) + 1) * filters, max_filters)
+        layers.append(weight_norm(nn.Conv2d(channels, out, square, padding=_same_padding(square))))
+        self.convs = nn.ModuleList(layers)
+        self.conv_post = weight_norm(nn.Conv2d(out, 1, square, padding=_same_padding(square)))
+
+    def spectrogram(self, audio: Tensor) -> Tensor:
+        """``(B, C, T)`` -> ``(B, 2C, frames, n_fft // 2 + 1)`` (no centring, like EnCodec)."""
+        batch, channels, length = audio.shape
+        if length < self.n_fft:  # too short for one frame: zero-pad rather than fail
+            audio = F.pad(audio, (0, self.n_fft - length))
+        spec = torch.stft(audio.reshape(batch * channels, -1).float(), self.n_fft, self.hop_length,
+                          self.win_length, window=self.window, center=False, return_complex=True)
+        spec = spec.reshape(batch, channels, *spec.shape[-2:])
+        return torch.cat([spec.real, spec.imag], dim=1).transpose(-1, -2).to(audio.dtype)
+
+    def forward(self, audio: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits ``(B, 1, frames, freq')`` and the activation after every conv but the last."""
+        x = self.spectrogram(audio)
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), self.negative_slope)
+            features.append(x)
+        return self.conv_post(x), features
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    """Several :class:`STFTSubDiscriminator` at different FFT sizes.
+
+    Args:
+        filters: base channels of each sub-discriminator.
+        in_channels: audio channels.
+        n_ffts: FFT size per scale.
+        hop_lengths: hop per scale; default ``n_fft // 4`` (EnCodec / audiocraft).
+        win_lengths: window per scale; default ``n_fft``.
+        **kwargs: passed to :class:`STFTSubDiscriminator` (``kernel_size``, ``dilations``, ...).
+    """
+
+    def __init__(self, filters: int = 32, in_channels: int = 1,
+                 n_ffts: Sequence[int] = (1024, 2048, 512, 256, 128),
+                 hop_lengths: Sequence[int] | None = None, win_lengths: Sequence[int] | None = None,
+                 **kwargs) -> None:
+        super().__init__()
+        n_ffts = [int(n) for n in n_ffts]
+        hops = [n // 4 for n in n_ffts] if hop_lengths is None else [int(h) for h in hop_lengths]
+        wins = list(n_ffts) if win_lengths is None else [int(w) for w in win_lengths]
+        if not n_ffts or not len(n_ffts) == len(hops) == len(wins):
+            raise ValueError(f"MultiScaleSTFTDiscriminator: n_ffts {n_ffts}, hop_lengths {hops} and "
+                             f"win_lengths {wins} must be non-empty and of equal length")
+        self.discriminators = nn.ModuleList(
+            STFTSubDiscriminator(int(filters), int(in_channels), n, h, w, **kwargs)
+            for n, h, w in zip(n_ffts, hops, wins))
+
+    def forward(self, x: Tensor, **cond: object) -> DiscriminatorOutput:
+        """``x``: audio ``(B, C, T)``; ``cond`` is ignored. One logits tensor per FFT size."""
+        outputs = [disc(x) for disc in self.discriminators]
+        return [logits for logits, _ in outputs], [features for _, features in outputs]

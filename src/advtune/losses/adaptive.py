@@ -1,0 +1,54 @@
+"""Adaptive weight that balances the adversarial loss against the base loss (Esser et al. 2021).
+
+Taming Transformers (VQGAN, eq. 7) scales the generator's adversarial loss by
+
+    λ = ‖∇_{G_L} L_base‖ / (‖∇_{G_L} L_adv‖ + δ),     δ = 1e-4,
+
+where ``G_L`` is the last layer of the generator (decoder), then clamps ``λ`` to ``[0, 1e4]`` and
+detaches it, so both losses push the last layer with gradients of about the same size and ``λ``
+itself is not optimised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["adaptive_weight"]
+
+
+def _last_layer_gradient(loss: Tensor, last_layer: Tensor, loss_name: str) -> Tensor:
+    if not loss.requires_grad:
+        raise ValueError(f"adaptive_weight: {loss_name} does not require grad (computed under no_grad?)")
+    # retain_graph: the same graph is backpropagated afterwards through the weighted total loss.
+    (gradient,) = torch.autograd.grad(loss, last_layer, retain_graph=True, allow_unused=True)
+    if gradient is None:
+        raise ValueError(f"adaptive_weight: {loss_name} does not depend on last_layer")
+    return gradient
+
+
+def adaptive_weight(
+    base_loss: Tensor,
+    adversarial_loss: Tensor,
+    last_layer: Tensor,
+    max_weight: float = 1e4,
+    eps: float = 1e-4,
+) -> Tensor:
+    """VQGAN's adaptive adversarial weight ``clamp(‖∇ base‖ / (‖∇ adv‖ + eps), 0, max_weight)``.
+
+    Args:
+        base_loss: scalar base (reconstruction / NLL) loss of the generator.
+        adversarial_loss: scalar adversarial loss of the generator.
+        last_layer: weight tensor of the generator's last layer (a leaf that requires grad).
+        max_weight: upper clamp of the weight.
+        eps: added to the adversarial gradient norm to avoid dividing by zero.
+
+    Returns:
+        Detached scalar tensor, the weight to multiply ``adversarial_loss`` by.
+    """
+    if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
+        raise ValueError("adaptive_weight: last_layer must be a tensor (parameter) that requires grad")
+    base_gradient = _last_layer_gradient(base_loss, last_layer, "base_loss")
+    adversarial_gradient = _last_layer_gradient(adversarial_loss, last_layer, "adversarial_loss")
+    weight = torch.linalg.vector_norm(base_gradient) / (torch.linalg.vector_norm(adversarial_gradient) + eps)
+    return weight.clamp(0.0, max_weight).detach()

@@ -1,0 +1,136 @@
+"""AudioVAETask and AudioVAEModule: base losses, validation outputs, export, legacy arguments,
+a real Lightning fit whose checkpoint converts, and the Hydra presets."""
+
+import warnings
+
+import lightning
+import pytest
+import soundfile
+import torch
+
+from advtune.adversarial import AdversarialLossCalculator
+from advtune.discriminators import EnCodecDiscriminator
+from advtune.io import load_from_lightning_checkpoint, load_model
+from advtune.models.audio_vae import AudioVAE
+from advtune.tasks.audio_vae import AudioVAETask
+from advtune.training.audio_module import AudioVAEModule
+
+
+def tiny_task(**kwargs) -> AudioVAETask:
+    vae = AudioVAE(in_channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4],
+                   latent_dim=2, kernel_size=3, dilations=[1])
+    return AudioVAETask(vae, sample_rate=8000, stft_fft_sizes=[128, 64], sample_seconds=0.05, **kwargs)
+
+
+def tiny_disc() -> EnCodecDiscriminator:
+    return EnCodecDiscriminator(stft_filters=4, in_channels=1, n_ffts=[128, 64], use_msd=False,
+                                mpd_periods=[2], mpd_channels=[4, 8])
+
+
+def test_generator_predict_weighted_base_losses():
+    audio = torch.randn(2, 1, 256)
+    task, heavy = tiny_task(kl_weight=1.0), tiny_task(l1_weight=2.0, stft_weight=3.0, kl_weight=0.5)
+    heavy.vae.load_state_dict(task.vae.state_dict())
+    torch.manual_seed(0)
+    out = task.generator_predict({"audio": audio})
+    torch.manual_seed(0)
+    out_heavy = heavy.generator_predict({"audio": audio})
+    assert set(out.base_losses) == {"recon_l1", "recon_stft", "kl"}
+    assert out.real is audio and out.fake.shape == audio.shape and out.fake.requires_grad
+    assert out.last_layer is task.vae.output_conv.weight
+    for name, factor in (("recon_l1", 2.0), ("recon_stft", 3.0), ("kl", 0.5)):
+        torch.testing.assert_close(out_heavy.base_losses[name], factor * out.base_losses[name])
+    with pytest.raises(ValueError, match=r"\(B, C, T\)"):
+        task.generator_predict({"audio": torch.randn(256)})
+
+
+def test_validation_logs_metrics_and_writes_wavs_and_png(tmp_path):
+    task = tiny_task(num_val_examples=2).eval()
+    metrics = task.validation_step({"audio": torch.randn(3, 1, 400)})
+    assert set(metrics) == {"val/stft_distance", "val/mel_distance", "val/si_sdr", "val/recon_l1"}
+    assert all(torch.isfinite(v) for v in metrics.values())
+    task.validation_epoch_end(tmp_path, step=7)
+    wavs = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert wavs == ["audio_step000007_0_real.wav", "audio_step000007_0_recon.wav",
+                    "audio_step000007_1_real.wav", "audio_step000007_1_recon.wav"]
+    audio, rate = soundfile.read(tmp_path / wavs[0])
+    assert rate == 8000 and audio.shape == (400,)
+    assert (tmp_path / "spectrogram_step000007.png").stat().st_size > 1000
+
+
+def test_sample_and_export_roundtrip(tmp_path):
+    task = tiny_task()
+    samples = task.sample(3, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 1, 400) and samples.abs().max() <= 1.0
+    loaded = load_model(task.export(tmp_path))
+    audio = torch.randn(1, 1, 64)
+    torch.testing.assert_close(loaded(audio)[0], task.vae.eval()(audio)[0])
+
+
+def test_legacy_flat_parameters_warn_and_configure_calculator():
+    with pytest.warns(DeprecationWarning, match=r"adversarial\.warmup_steps.*adversarial_loss\.yaml"):
+        module = AudioVAEModule(tiny_task(), tiny_disc(), adversarial_warmup_steps=50,
+                                adversarial_weight=0.5, feature_matching_weight=15.0)
+    calc = module.calculator
+    assert (calc.warmup_steps, calc.adversarial_weight, calc.feature_matching_weight) == (50, 0.5, 15.0)
+    given = AdversarialLossCalculator(loss_type="lsgan", feature_matching_weight=3.0)
+    with pytest.warns(DeprecationWarning):
+        module = AudioVAEModule(tiny_task(), tiny_disc(), calculator=given, adversarial_weight=2.0)
+    assert module.calculator.loss_type == "lsgan" and module.calculator.adversarial_weight == 2.0
+    assert module.calculator.feature_matching_weight == 3.0 and given.adversarial_weight == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        module = AudioVAEModule(tiny_task(), tiny_disc())
+    assert module.calculator.feature_matching_weight == 10.0
+
+
+def test_missing_discriminator_message():
+    with pytest.raises(ValueError, match=r"^discriminator must be provided when use_adversarial=True$"):
+        AudioVAEModule(tiny_task(), None)
+    assert AudioVAEModule(tiny_task(), None, use_adversarial=False).discriminator is None
+
+
+def test_standalone_calculator_with_encodec_discriminator():
+    task, disc = tiny_task(), tiny_disc()
+    out = task.generator_predict(torch.randn(2, 1, 256))
+    loss_calc = AdversarialLossCalculator(feature_matching_weight=10.0)
+    result = loss_calc.compute_generator_loss(discriminator=disc, real=out.real, fake=out.fake, global_step=0)
+    result["loss"].backward()
+    assert result["g/feat"] > 0 and task.vae.output_conv.weight.grad.abs().sum() > 0
+
+
+def test_lightning_fit_trains_both_players_and_checkpoint_converts(tmp_path):
+    torch.manual_seed(0)
+    task, disc = tiny_task(), tiny_disc()
+    module = AudioVAEModule(task, disc)
+    g_before = [p.detach().clone() for p in task.vae.parameters()]
+    d_before = [p.detach().clone() for p in disc.parameters()]
+    data = torch.utils.data.DataLoader([{"audio": torch.randn(1, 256)} for _ in range(4)], batch_size=2)
+    trainer = lightning.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False,
+                                default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(module, data)
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, task.vae.parameters()) if b.requires_grad)
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, disc.parameters()))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    vae = load_from_lightning_checkpoint(tmp_path / "run.ckpt")
+    audio = torch.randn(1, 1, 256)
+    torch.testing.assert_close(vae(audio)[0], task.vae.eval()(audio)[0])
+    torch.testing.assert_close(vae.latent_mean, task.vae.latent_mean)
+
+
+def test_hydra_presets_compose_and_build():
+    from advtune.config import compose_config
+    from advtune.runner import build
+
+    cfg = compose_config(["experiment=audio_vae", "discriminator=lightweight", "adversarial=staged"])
+    built = build(cfg, with_data=False).module
+    assert isinstance(built, AudioVAEModule) and isinstance(built.task, AudioVAETask)
+    calc = built.calculator
+    assert (calc.warmup_steps, calc.adversarial_weight, calc.feature_matching_weight) == (20000, 0.5, 15.0)
+    disc = built.discriminator
+    assert disc.msd is None and len(disc.mpd.discriminators) == 3
+    assert disc.stft.discriminators[0].convs[0].out_channels == 16
+    default = compose_config(["experiment=audio_vae"])
+    assert default.discriminator.use_msd and default.adversarial.warmup_steps == 0
+    assert default.adversarial.feature_matching_weight == 10.0
