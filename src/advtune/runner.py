@@ -97,6 +97,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Lightning's advice for automatic optimization does not apply to the two-player step.
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
+    # Frozen parts (a VQ autoencoder under style transfer) are kept in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
     built = build(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=cfg.ckpt_path)
     # ModelCheckpoint saves `last` only with its periodic checkpoints; the end state must be there too.
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # full state: resumable
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         print(f"done: {trainer.global_step} generator updates, {built.module.discriminator_updates} discriminator updates")

@@ -75,6 +75,13 @@ class AdversarialTask(nn.Module, abc.ABC):
         """
         return {}
 
+    def attach_discriminator(self, discriminator: nn.Module | None) -> None:
+        """Called once by the module with the discriminator, for validation views (default: ignored).
+
+        A task that keeps it must store it outside its submodules, so it stays out of the
+        generator's parameters and state dict.
+        """
+
     def discriminator_inputs(self, output: TaskOutput) -> TaskOutput:
         """Hook to transform real/fake before the D phase (default: unchanged).
 

@@ -104,6 +104,7 @@ class AdversarialModule(L.LightningModule):
         self.automatic_optimization = False
         self.task = task
         self.discriminator = discriminator if use_adversarial else None
+        task.attach_discriminator(self.discriminator)
         self.calculator = calculator or AdversarialLossCalculator()
         self.schedule = schedule or PhaseSchedule()
         self.use_adversarial = use_adversarial
