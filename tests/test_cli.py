@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from advtune.cli import main
 from advtune.config import compose_config
-from advtune.runner import build, train
+from advtune.runner import build, load_run, train
 
 ADVTUNE = [sys.executable, "-m", "advtune.cli"]
 
@@ -52,11 +52,19 @@ def test_train_writes_outputs_then_sample_and_export(tmp_path, gan_overrides, ca
     disc_file = tmp_path / "e" / "discriminator.safetensors"
     saved = load_file(str(disc_file))
 
-    # A new run starts from a fresh generator and the exported discriminator.
+    # A new run starts from a fresh generator and the exported discriminator ...
     cfg = compose_config(gan_overrides(tmp_path / "run2", init_discriminator=disc_file))
     disc = build(cfg, with_data=False).module.discriminator
     for key, value in disc.state_dict().items():
         torch.testing.assert_close(value, saved[key])
+    # ... or from the exported generator with a fresh discriminator warmed up alone first.
+    cfg = compose_config(gan_overrides(tmp_path / "run3", init_generator=tmp_path / "e" / "generator.pt",
+                                       **{"schedule.discriminator_warmup_steps": 5, "trainer.max_steps": 1}))
+    module = build(cfg, with_data=False).module
+    reference, _ = load_run(ckpt)
+    for key, value in module.task.generator.state_dict().items():
+        torch.testing.assert_close(value, reference.task.generator.state_dict()[key])
+    assert any(not torch.equal(v, saved[k]) for k, v in module.discriminator.state_dict().items())
 
 
 def test_sample_refuses_a_pickle_payload(tmp_path, capsys):

@@ -256,7 +256,8 @@ class AdversarialModule(L.LightningModule):
         if max_norm is None or not params:
             return
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.log(f"{phase.value}/grad_norm", norm, on_step=True, on_epoch=False)
+        if self._should_log():
+            self.log(f"{phase.value}/grad_norm", norm, on_step=True, on_epoch=False)
         if not torch.isfinite(norm):
             for p in params:  # a parameter with no gradient is skipped by the optimizer
                 p.grad = None
@@ -279,14 +280,21 @@ class AdversarialModule(L.LightningModule):
                 "stopping. Lower the learning rates or enable gradient clipping; the last good checkpoint is intact."
             )
 
+    def _should_log(self) -> bool:
+        # Lightning's self.log costs about a millisecond per key; only call it on the steps the
+        # logger writes (trainer.log_every_n_steps), which are also the progress bar's updates.
+        return self.trainer._logger_connector.should_update_logs
+
     def _log_training(self, metrics: dict[str, Tensor], batch_size: int) -> None:
-        if self.running_average_decay is not None:
+        if self.running_average_decay is not None:  # updated every step, logged when due
             decay = self.running_average_decay
             for key in ("g/total", "d/loss"):
                 if key in metrics:
                     old = self.running_averages.get(key, float(metrics[key]))
                     self.running_averages[key] = decay * old + (1 - decay) * float(metrics[key])
-                    metrics[f"{key}_avg"] = torch.tensor(self.running_averages[key])
+        if not self._should_log():
+            return
+        metrics.update({f"{key}_avg": torch.tensor(value) for key, value in self.running_averages.items()})
         for phase in (Phase.G, Phase.D) if self.discriminator is not None else (Phase.G,):
             metrics[f"lr/{phase.value}"] = torch.tensor(self._optimizer(phase).param_groups[0]["lr"])
         metrics["train/nonfinite_skipped"] = torch.tensor(float(self.nonfinite_total))
