@@ -35,11 +35,12 @@ def build(cfg: DictConfig, with_data: bool = True) -> Built:
     """Instantiate task, discriminator, calculator, schedule and module (and data) from ``cfg``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
 
     def make(node: Any, name: str) -> Any:
         try:
             return instantiate(node)
-        except InstantiationException as err:
+        except (InstantiationException, OmegaConfBaseException) as err:
             cause = err.__cause__ or err
             raise ConfigError(f"cannot build '{name}' ({node.get('_target_')}): {str(cause).splitlines()[0]}") from None
 

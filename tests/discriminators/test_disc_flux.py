@@ -1,0 +1,112 @@
+"""FluxTransformer2DDiscriminator: heads only, shared base weights, adapters off, gradient routing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advtune.adapters import add_adapter
+from advtune.discriminators.flux import FluxTransformer2DDiscriminator, head_parameter_count
+from advtune.models.flux import build_flux_transformer
+
+
+def _adapted(adapter_type="lora"):
+    model = build_flux_transformer(seed=0)
+    network = add_adapter(model, adapter_type, rank=2, alpha=2.0)
+    adapters = [p for p in (network if network is not None else model).parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in adapters:
+            p.normal_(0.0, 0.1)
+    return model, network, adapters
+
+
+def _disc(model, **kwargs):
+    torch.manual_seed(0)
+    return FluxTransformer2DDiscriminator(model, head_dim=8, embedding_dim=8, **kwargs)
+
+
+def test_contract_shapes_one_logit_map_per_block():
+    model, _, _ = _adapted()
+    disc = _disc(model)
+    logits, features = disc(torch.randn(3, 1, 8, 8), sigma=torch.rand(3), label=torch.zeros(3))
+    assert disc.block_indices == [0, 1] and len(logits) == 2 and len(features) == 2
+    assert all(l.shape == (3, 1, 4, 4) for l in logits)
+    assert features[0][0].shape == (3, 16, 8) and features[0][1].shape == (3, 8, 4, 4)
+    assert _disc(model)(torch.randn(2, 1, 16, 16))[0][0].shape == (2, 1, 8, 8)  # σ drawn internally
+
+
+def test_owns_only_heads_and_shares_base_weights():
+    model, _, _ = _adapted()
+    pointers = {n: p.data_ptr() for n, p in model.named_parameters()}
+    disc = _disc(model)
+    disc(torch.randn(2, 1, 8, 8))
+    own = list(disc.parameters())
+    assert sum(p.numel() for p in own) == sum(p.numel() for p in disc.heads.parameters())
+    assert all(k.startswith("heads.") for k in disc.state_dict())
+    assert not {id(p) for p in own} & {id(p) for p in model.parameters()}
+    assert all(m is not model for m in disc.modules())
+    # No copy: the base tensors are the very same storage before and after building and running D.
+    assert {n: p.data_ptr() for n, p in model.named_parameters()} == pointers
+    assert disc.transformer is model
+    base_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    head_bytes = sum(p.numel() * p.element_size() for p in own) + sum(b.numel() * b.element_size() for b in disc.buffers())
+    assert head_bytes < 0.15 * base_bytes
+
+
+@pytest.mark.parametrize("adapter_type", ["lora", "lokr"])
+def test_features_come_from_the_bare_base(adapter_type):
+    model, _, _ = _adapted(adapter_type)
+    bare = build_flux_transformer(seed=0).requires_grad_(False)
+    x, sigma = torch.randn(2, 1, 8, 8), torch.rand(2)
+    disc, reference = _disc(model), _disc(bare)
+    reference.heads.load_state_dict(disc.heads.state_dict())
+    torch.manual_seed(5)
+    out = disc(x, sigma=sigma)[0]
+    torch.manual_seed(5)
+    expected = reference(x, sigma=sigma)[0]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, expected))
+
+
+def test_d_phase_trains_heads_only_and_g_phase_reaches_the_adapters():
+    model, _, adapters = _adapted()
+    disc = _disc(model)
+    real = torch.randn(2, 1, 8, 8)
+    sum(l.mean() for l in disc(real)[0]).backward()  # D phase: adapters still require grad
+    assert all(p.grad is None for p in adapters)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is not None for p in disc.parameters())
+    disc.zero_grad(set_to_none=True)
+    from advtune.models.flux import null_prompt, predict_velocity
+
+    prompt, pooled = null_prompt(model, 2)
+    fake = predict_velocity(model, real, torch.rand(2), prompt, pooled)  # stands in for x̂0
+    sum(l.mean() for l in disc(fake)[0]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)
+
+
+def test_stops_after_the_last_chosen_block_and_restores_state():
+    model, _, _ = _adapted()
+    model.gradient_checkpointing = True
+    calls = []
+    model.single_transformer_blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    disc = _disc(model, block_indices=[0])
+    assert len(disc(torch.randn(2, 1, 8, 8))[0]) == 1
+    assert calls == [] and model.gradient_checkpointing is True
+    assert len(model.transformer_blocks[0]._forward_hooks) == 0  # feature hooks removed after each forward
+
+
+def test_head_parameter_count_at_flux_dev_width():
+    # Linear 3072→256, conv3×3 256→256, FiLM 256→512, conv1×1 256→1, all with bias.
+    per_head = (3072 * 256 + 256) + (256 * 256 * 9 + 256) + (256 * 512 + 512) + (256 + 1)
+    assert per_head == 1_508_609
+    assert head_parameter_count(3072, 8, 256, 256) == 8 * per_head
+
+
+def test_bad_configurations_fail_with_one_line():
+    model, _, _ = _adapted()
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        FluxTransformer2DDiscriminator(model, block_indices=[2])
+    with pytest.raises(ValueError, match="needs a frozen base transformer"):
+        FluxTransformer2DDiscriminator(build_flux_transformer(seed=0))
+    with pytest.raises(ValueError, match="2-channel latents"):
+        _disc(model)(torch.randn(1, 2, 8, 8))
