@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,10 +81,18 @@ def test_sample_refuses_a_pickle_payload(tmp_path, capsys):
 
 
 @pytest.mark.ddp
-def test_ddp_on_two_cpu_processes(tmp_path, gan_overrides):
-    overrides = gan_overrides(tmp_path, **{"trainer.max_steps": 4, "trainer.devices": 2,
-                                           "trainer.strategy": "ddp_find_unused_parameters_true"})
-    proc = subprocess.run(ADVTUNE + ["train", *overrides], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("job", ["digits_gan", "flux_lora_latent_adv"])
+def test_ddp_on_two_cpu_processes(tmp_path, gan_overrides, job):
+    ddp = {"trainer.max_steps": 4, "trainer.devices": 2, "trainer.strategy": "ddp_find_unused_parameters_true"}
+    if job == "digits_gan":
+        overrides = gan_overrides(tmp_path, **ddp)
+    else:  # both stages: one flow-matching step, one D-only step, then hybrid
+        overrides = [f"experiment={job}", f"output_dir={tmp_path}", "latent_adv_start_step=1", "disc_warmup_steps=1",
+                     "trainer.val_check_interval=1000", "trainer.enable_progress_bar=false"]
+        overrides += [f"{k}={v}" for k, v in ddp.items()]
+    proc = subprocess.run(ADVTUNE + ["train", *overrides], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 4 and ckpt["advtune"]["discriminator_updates"] == 4
+    assert ckpt["global_step"] == 4
+    assert ckpt["advtune"]["discriminator_updates"] == 4  # flux: 1 D-only step + 3 hybrid steps
