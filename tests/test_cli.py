@@ -96,3 +96,16 @@ def test_ddp_on_two_cpu_processes(tmp_path, gan_overrides, job):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert ckpt["advtune"]["discriminator_updates"] == 4  # flux: 1 D-only step + 3 hybrid steps
+
+
+def test_checkpoint_cannot_widen_its_own_allow_list(tmp_path, gan_overrides, capsys):
+    train(compose_config(gan_overrides(tmp_path / "run", **{"trainer.max_steps": 2})))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    crafted = ckpt["advtune"]["config"].replace("_target_: advtune.tasks.gan.DigitsGANTask", "_target_: os.system")
+    crafted = crafted.replace("allowed_target_prefixes: []", "allowed_target_prefixes:\n- os.")
+    assert "os.system" in crafted and "- os." in crafted
+    ckpt["advtune"]["config"] = crafted
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    assert main(["sample", f"ckpt_path={tmp_path / 'crafted.ckpt'}", f"out_dir={tmp_path / 's'}"]) == 2
+    assert "'os.system' at 'task' is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

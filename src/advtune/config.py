@@ -81,10 +81,17 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     return " ".join(text.split())
 
 
-def check_targets(cfg: Any, extra_prefixes: tuple[str, ...] = ()) -> None:
-    """Refuse any ``_target_`` outside the allow-list (plus ``cfg.allowed_target_prefixes``)."""
+def check_targets(cfg: Any, extra_prefixes: tuple[str, ...] = (), trust_config_prefixes: bool = True) -> None:
+    """Refuse any ``_target_`` outside the allow-list.
+
+    Args:
+        cfg: the config to walk.
+        extra_prefixes: prefixes the user allowed on the command line.
+        trust_config_prefixes: also allow ``cfg.allowed_target_prefixes``. ``False`` for a config read
+            from a file (a checkpoint), which must not widen its own allow-list.
+    """
     prefixes = ALLOWED_TARGET_PREFIXES + tuple(extra_prefixes)
-    if isinstance(cfg, DictConfig) and "allowed_target_prefixes" in cfg:
+    if trust_config_prefixes and isinstance(cfg, DictConfig) and "allowed_target_prefixes" in cfg:
         prefixes += tuple(cfg.allowed_target_prefixes or ())
 
     def walk(node: Any, path: str) -> None:

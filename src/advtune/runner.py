@@ -141,7 +141,9 @@ def load_run(ckpt_path: str | Path, extra_prefixes: tuple[str, ...] = ()) -> Any
     if not text:
         raise ConfigError(f"{ckpt_path} holds no advtune run config; it was not written by `advtune train`")
     cfg = OmegaConf.create(text)
-    check_targets(cfg, extra_prefixes)  # the file must not choose arbitrary code to import
+    # The file must not choose the code we import: its own allowed_target_prefixes are ignored,
+    # only the ones the user passes on the command line count.
+    check_targets(cfg, extra_prefixes, trust_config_prefixes=False)
     module = build(cfg, with_data=False).module
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), cfg
@@ -159,6 +161,10 @@ def _simple_args(overrides: list[str], allowed: dict[str, Any]) -> dict[str, Any
     return args
 
 
+def _prefixes(args: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(p for p in str(args["allowed_target_prefixes"]).split(",") if p)
+
+
 def run_command(command: str, overrides: list[str]) -> None:
     if command == "train":
         train(compose_config(overrides))
@@ -167,10 +173,11 @@ def run_command(command: str, overrides: list[str]) -> None:
         build(cfg)
         print(f"ok: config composes and every object builds (output_dir={cfg.output_dir})")
     elif command == "sample":
-        args = _simple_args(overrides, {"ckpt_path": None, "num_samples": 64, "seed": 0, "out_dir": "samples"})
+        args = _simple_args(overrides, {"ckpt_path": None, "num_samples": 64, "seed": 0, "out_dir": "samples",
+                                        "allowed_target_prefixes": ""})
         _sample(args)
     elif command == "export":
-        args = _simple_args(overrides, {"ckpt_path": None, "out_dir": "export"})
+        args = _simple_args(overrides, {"ckpt_path": None, "out_dir": "export", "allowed_target_prefixes": ""})
         _export(args)
 
 
@@ -180,7 +187,7 @@ def _sample(args: dict[str, Any]) -> None:
 
     from advtune.visualize import save_image_grid
 
-    module, _ = load_run(args["ckpt_path"])
+    module, _ = load_run(args["ckpt_path"], _prefixes(args))
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     samples = module.task.sample(int(args["num_samples"]), generator=torch.Generator().manual_seed(int(args["seed"])))
@@ -193,7 +200,7 @@ def _sample(args: dict[str, Any]) -> None:
 def _export(args: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    module, cfg = load_run(args["ckpt_path"])
+    module, cfg = load_run(args["ckpt_path"], _prefixes(args))
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     path = module.task.export(out)

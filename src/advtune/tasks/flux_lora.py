@@ -199,15 +199,16 @@ class FluxLoRATask(AdversarialTask):
                num_steps: int | None = None) -> torch.Tensor:
         """Decoded samples ``(N, C, H, W)`` in [-1, 1] after ``num_steps`` Euler steps (default: the most validated)."""
         steps = int(num_steps or max(self.validation_num_steps))
-        device = next(self.transformer.parameters()).device
-        noise = torch.randn(num_samples, *self.latent_shape, generator=generator).to(device)
+        weight = next(self.transformer.parameters())  # sample in the base's dtype (bf16 bases too)
+        device = weight.device
+        noise = torch.randn(num_samples, *self.latent_shape, generator=generator).to(device, weight.dtype)
         prompt = self._validation_prompt
         if prompt is not None:
-            prompt = tuple(p.expand(num_samples, *p.shape[1:]).to(device) for p in prompt)
+            prompt = tuple(p.expand(num_samples, *p.shape[1:]).to(device, weight.dtype) for p in prompt)
         else:
             prompt = self._prompt({}, num_samples, device, noise.dtype)
         latents = euler_sample(lambda x, t: self._velocity(x, t, prompt), noise, steps, self.sample_shift)
-        return self.codec.decode(latents)
+        return self.codec.decode(latents).float()
 
     @torch.no_grad()
     def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
