@@ -78,7 +78,25 @@ def _loader_kwargs(batch_size: int, num_workers: int) -> dict:
     return {"batch_size": int(batch_size), "num_workers": int(num_workers)}
 
 
-class ImagePatchDataModule(lightning.LightningDataModule):
+class _SplitDataModule(lightning.LightningDataModule):
+    """Loaders over ``self.datasets["train"|"val"]`` built by a subclass's ``setup``."""
+
+    datasets: dict[str, Dataset]
+    loader_kwargs: dict
+    seed: int
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        self.setup()
+        # Seeded per-epoch order that resumes mid-epoch (exact resume of a Lightning run).
+        return ResumableDataLoader(self.datasets["train"], shuffle=True, seed=self.seed, drop_last=True,
+                                   **self.loader_kwargs)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs)
+
+
+class ImagePatchDataModule(_SplitDataModule):
     """Photo patches for the VQ autoencoder; batches are ``{"image": (B, 3, p, p)}`` in [-1, 1].
 
     Args:
@@ -114,18 +132,9 @@ class ImagePatchDataModule(lightning.LightningDataModule):
             self.datasets[split] = _ImageDictDataset(_patches(
                 images, self.patch_size, split, self.counts[split], self.val_fraction, self.seed))
 
-    def train_dataloader(self) -> ResumableDataLoader:
-        self.setup()
-        # Seeded per-epoch order that resumes mid-epoch (exact resume of a Lightning run).
-        return ResumableDataLoader(self.datasets["train"], shuffle=True, seed=self.seed, drop_last=True,
-                                   **self.loader_kwargs)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs)
 
 
-class StyleTransferDataModule(lightning.LightningDataModule):
+class StyleTransferDataModule(_SplitDataModule):
     """Content photo patches paired with style texture patches.
 
     Batches are ``{"content": (B, 3, p, p), "style": (B, 3, p, p), "style_image": (B,)}`` (values
@@ -174,12 +183,3 @@ class StyleTransferDataModule(lightning.LightningDataModule):
                 pairing = np.arange(len(content)) % len(style)
             self.datasets[split] = _PairedStyleDataset(content, style, pairing)
 
-    def train_dataloader(self) -> ResumableDataLoader:
-        self.setup()
-        # Seeded per-epoch order that resumes mid-epoch (exact resume of a Lightning run).
-        return ResumableDataLoader(self.datasets["train"], shuffle=True, seed=self.seed, drop_last=True,
-                                   **self.loader_kwargs)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs)

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from advtune.losses._checks import check_same_shape
+
 __all__ = [
     "l1_waveform_loss",
     "stft_magnitude",
@@ -29,15 +31,10 @@ __all__ = [
 ]
 
 
-def _check_same_shape(pred: Tensor, target: Tensor, where: str) -> None:
-    if pred.shape != target.shape:
-        raise ValueError(f"{where}: pred shape {tuple(pred.shape)} != target shape "
-                         f"{tuple(target.shape)}")
-
 
 def l1_waveform_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``mean |pred - target|`` over every sample."""
-    _check_same_shape(pred, target, "l1_waveform_loss")
+    check_same_shape(pred, target, "l1_waveform_loss")
     return (pred - target).abs().mean()
 
 
@@ -59,13 +56,13 @@ def stft_magnitude(audio: Tensor, n_fft: int, hop_length: int, win_length: int,
 
 def spectral_convergence_loss(pred_mag: Tensor, target_mag: Tensor) -> Tensor:
     """``|| |S| - |Ŝ| ||_F / || |S| ||_F`` over the whole batch (Yamamoto et al. 2020, eq. 2)."""
-    _check_same_shape(pred_mag, target_mag, "spectral_convergence_loss")
+    check_same_shape(pred_mag, target_mag, "spectral_convergence_loss")
     return torch.linalg.vector_norm(target_mag - pred_mag) / torch.linalg.vector_norm(target_mag)
 
 
 def log_stft_magnitude_loss(pred_mag: Tensor, target_mag: Tensor) -> Tensor:
     """``mean |log|S| - log|Ŝ||`` (Yamamoto et al. 2020, eq. 3)."""
-    _check_same_shape(pred_mag, target_mag, "log_stft_magnitude_loss")
+    check_same_shape(pred_mag, target_mag, "log_stft_magnitude_loss")
     return (target_mag.log() - pred_mag.log()).abs().mean()
 
 
@@ -85,7 +82,7 @@ def multi_resolution_stft_loss(
         hop_sizes: hop per resolution.
         win_lengths: Hann window per resolution.
     """
-    _check_same_shape(pred, target, "multi_resolution_stft_loss")
+    check_same_shape(pred, target, "multi_resolution_stft_loss")
     if not fft_sizes or not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
         raise ValueError(f"multi_resolution_stft_loss: fft_sizes {list(fft_sizes)}, hop_sizes "
                          f"{list(hop_sizes)}, win_lengths {list(win_lengths)} must be non-empty "
@@ -104,7 +101,7 @@ def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
 
     Averaging (not summing) keeps the weight independent of the latent size and clip length.
     """
-    _check_same_shape(mean, logvar, "kl_divergence")
+    check_same_shape(mean, logvar, "kl_divergence")
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
@@ -136,7 +133,7 @@ def mel_distance(pred: Tensor, target: Tensor, sample_rate: int, n_ffts: Sequenc
 
     ``n_mels`` is capped at the number of FFT bins so short FFTs stay valid.
     """
-    _check_same_shape(pred, target, "mel_distance")
+    check_same_shape(pred, target, "mel_distance")
     total = pred.new_zeros((), dtype=torch.float32)
     for n_fft in n_ffts:
         n_fft = int(n_fft)

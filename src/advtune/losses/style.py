@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from advtune.losses._checks import check_same_shape
+
 __all__ = [
     "channel_statistics",
     "content_loss",
@@ -32,10 +34,6 @@ __all__ = [
     "style_loss",
 ]
 
-
-def _check_same_shape(a: Tensor, b: Tensor, where: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{where}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
 def content_loss(z_transferred: Tensor, z_content: Tensor) -> Tensor:
@@ -48,13 +46,13 @@ def content_loss(z_transferred: Tensor, z_content: Tensor) -> Tensor:
     Returns:
         Scalar MSE over all elements.
     """
-    _check_same_shape(z_transferred, z_content, "content_loss")
+    check_same_shape(z_transferred, z_content, "content_loss")
     return F.mse_loss(z_transferred, z_content)
 
 
 def identity_loss(z_identity: Tensor, z_content: Tensor) -> Tensor:
     """Identity loss ``mean((T(z_c, z_c) − z_c)²)``; ``z_identity`` is ``T(z_c, z_c)``, ``(B, C, H, W)``."""
-    _check_same_shape(z_identity, z_content, "identity_loss")
+    check_same_shape(z_identity, z_content, "identity_loss")
     return F.mse_loss(z_identity, z_content)
 
 
