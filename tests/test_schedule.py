@@ -31,6 +31,21 @@ def test_generator_every_k_after_discriminator_warmup():
     assert [s.plan(i).adversarial for i in range(3)] == [False, False, True]
 
 
+def test_discriminator_every_k_after_warmup_only():
+    # D-only warm-up keeps D on every batch; then G on every batch, D on the 1st, 4th, 7th...
+    s = PhaseSchedule(adversarial_start_step=1, discriminator_warmup_steps=2, discriminator_every=3)
+    assert _phases(s, 9) == [(Phase.G,), (Phase.D,), (Phase.D,)] + [(Phase.G, Phase.D), (Phase.G,), (Phase.G,)] * 2
+    assert all(s.plan(i).adversarial for i in range(3, 9))
+    assert [s.plan(i).discriminator_updates for i in range(3, 9)] == [1, 0, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("kwargs", [{"generator_every": 2}, {"discriminator_steps": 2},
+                                    {"discriminator_steps": 2, "discriminator_steps_mode": "repeat"}])
+def test_discriminator_every_refuses_a_second_cadence(kwargs):
+    with pytest.raises(ValueError, match="schedule.discriminator_every > 1 needs"):
+        PhaseSchedule(discriminator_every=2, **kwargs)
+
+
 def test_adversarial_start_is_base_loss_only():
     s = PhaseSchedule(adversarial_start_step=2)
     plans = [s.plan(i) for i in range(3)]
@@ -61,7 +76,7 @@ def test_ramp_known_values_and_errors():
         ramp("exp", 0.5)
 
 
-@pytest.mark.parametrize("kwargs", [{"discriminator_steps": 0}, {"generator_every": 0}, {"adversarial_ramp": "exp"},
+@pytest.mark.parametrize("kwargs", [{"discriminator_steps": 0}, {"generator_every": 0}, {"discriminator_every": 0}, {"adversarial_ramp": "exp"},
                                     {"discriminator_steps_mode": "sometimes"}, {"adversarial_start_step": -1}])
 def test_bad_schedule_is_a_clear_error(kwargs):
     with pytest.raises(ValueError, match="schedule"):

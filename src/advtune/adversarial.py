@@ -3,28 +3,37 @@
 It computes and returns ``{"loss": scalar_to_backprop, **detached_metrics}``. It never calls
 ``backward`` and never steps an optimizer: the caller owns the two-player step (see
 ``examples/plain_pytorch_loop.py`` for a plain loop, :class:`advtune.training.AdversarialModule`
-for Lightning).
+for Lightning). Its only state — ADA's ``p`` and LeCam's anchors — is in :meth:`state_dict`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from advtune.discriminators.base import prepare_discriminator_input
 from advtune.losses import (
     GAN_LOSS_TYPES,
-    adaptive_weight,
+    PAIRED_LOSS_TYPES,
+    LeCamAnchors,
     discriminator_accuracy,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
     gradient_penalty,
+    last_layer_gradient_norms,
     lazy_regularization_gain,
+    lecam_penalty,
     r1_penalty,
     r2_penalty,
+    real_sign_mean,
 )
+from advtune.losses.adaptive import weight_from_norms
 
 __all__ = ["AdversarialLossCalculator"]
 
@@ -36,21 +45,34 @@ def _mean(logits: list[Tensor]) -> Tensor:
     return torch.stack([x.detach().float().mean() for x in logits]).mean()
 
 
+@contextlib.contextmanager
+def _double_backward_attention(enabled: bool) -> Iterator[None]:
+    """Math SDPA kernel: the fused attention kernels have no derivative of their backward, so a
+    penalty (a gradient of a gradient) through an attention discriminator needs the math one."""
+    with sdpa_kernel(SDPBackend.MATH) if enabled else contextlib.nullcontext():
+        yield
+
+
 class AdversarialLossCalculator:
-    """Weights, warm-up, feature matching and penalties of an adversarial loss.
+    """Weights, warm-up, augmentation, feature matching and penalties of an adversarial loss.
 
     Generator loss (``compute_generator_loss``)::
 
-        loss = base_loss + s · (λ_adv · w_adapt · L_G(D(fake)) + λ_fm · L_fm(D(real), D(fake)))
+        loss = b · L_base + s · (λ_adv · w_adapt · L_G(D(A(fake))) + λ_fm · L_fm(D(A(real)), D(A(fake))))
 
-    with ``s`` the schedule's ramp (``adversarial_scale``) and ``w_adapt`` the adaptive weight of
-    taming-transformers (Esser et al. 2021, eq. 7) when ``use_adaptive_weight``, else 1.
+    with ``b`` the base-loss annealing weight, ``s`` the schedule's ramp (``adversarial_scale``), ``A``
+    the augmentation, and ``w_adapt`` the adaptive weight of taming-transformers (Esser et al. 2021,
+    eq. 7) when ``use_adaptive_weight``, else 1. ``w_adapt`` is computed from the *unannealed*
+    ``L_base`` (taming applies it to the NLL), so annealing ``b`` to 0 keeps the adversarial term.
     Discriminator loss (``compute_discriminator_loss``)::
 
-        loss = L_D(D(real), D(fake)) + g · (γ_R1/2 · R1 + γ_R2/2 · R2 + λ_gp · GP)
+        loss = L_D(D(A(real)), D(A(fake))) + λ_LC · LeCam + g · (γ_R1/2 · R1 + γ_R2/2 · R2 + λ_gp · GP)
 
     with ``g`` the lazy-regularization gain (StyleGAN2: the penalties run every
-    ``regularization_interval`` steps, multiplied by that interval).
+    ``regularization_interval`` steps, multiplied by that interval). R1/R2 are taken at the tensor
+    the discriminator's network scores: after ``A`` and after the discriminator's own re-noising
+    (:func:`~advtune.discriminators.base.prepare_discriminator_input`), under the math attention
+    kernel (double backward).
 
     Args:
         adversarial_weight: λ_adv.
@@ -62,13 +84,16 @@ class AdversarialLossCalculator:
             loss trains before ``warmup_steps``.
         loss_type: GAN criterion, one of ``advtune.losses.GAN_LOSS_TYPES``.
         r1_weight: γ of the R1 penalty on real inputs (Mescheder et al. 2018); ``γ/2`` is applied here.
-        r2_weight: γ of the R2 penalty on fake inputs.
+        r2_weight: γ of the R2 penalty on fake inputs (R1 + R2 with ``relativistic``: R3GAN).
         gp_weight: λ of the WGAN-GP gradient penalty (Gulrajani et al. 2017).
+        lecam_weight: λ_LC of LeCam regularization (Tseng et al. 2021).
+        lecam_decay: decay of LeCam's anchors (moving averages of the mean real / fake logits).
         regularization_interval: lazy regularization interval ``k`` (1 = every step).
         use_adaptive_weight: scale the adversarial term by the adaptive weight (needs
             ``base_loss`` and ``last_layer``).
         feature_matching_normalization: ``"mean"`` or ``"relative"`` (see ``feature_matching_loss``).
         max_adaptive_weight: clamp of the adaptive weight.
+        augment: ``A``, a differentiable augmenter of what D sees (:mod:`advtune.augment`), or ``None``.
     """
 
     def __init__(
@@ -81,10 +106,13 @@ class AdversarialLossCalculator:
         r1_weight: float = 0.0,
         r2_weight: float = 0.0,
         gp_weight: float = 0.0,
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.99,
         regularization_interval: int = 1,
         use_adaptive_weight: bool = False,
         feature_matching_normalization: str = "mean",
         max_adaptive_weight: float = 1e4,
+        augment: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if loss_type not in GAN_LOSS_TYPES:
             raise ValueError(f"adversarial.loss_type {loss_type!r} is unknown; valid: {', '.join(GAN_LOSS_TYPES)}")
@@ -97,11 +125,13 @@ class AdversarialLossCalculator:
             )
         for name, value in (("adversarial_weight", adversarial_weight), ("feature_matching_weight", feature_matching_weight),
                             ("r1_weight", r1_weight), ("r2_weight", r2_weight), ("gp_weight", gp_weight),
-                            ("warmup_steps", warmup_steps)):
+                            ("lecam_weight", lecam_weight), ("warmup_steps", warmup_steps)):
             if value < 0:
                 raise ValueError(f"adversarial.{name} must be >= 0, got {value}")
         if regularization_interval < 1:
             raise ValueError(f"adversarial.regularization_interval must be >= 1, got {regularization_interval}")
+        if augment is not None and not callable(augment):
+            raise ValueError(f"adversarial.augment must be an augmenter (advtune.augment), got {type(augment).__name__}")
         self.adversarial_weight = float(adversarial_weight)
         self.feature_matching_weight = float(feature_matching_weight)
         self.warmup_steps = int(warmup_steps)
@@ -110,10 +140,14 @@ class AdversarialLossCalculator:
         self.r1_weight = float(r1_weight)
         self.r2_weight = float(r2_weight)
         self.gp_weight = float(gp_weight)
+        self.lecam_weight = float(lecam_weight)
+        self.lecam_decay = float(lecam_decay)
         self.regularization_interval = int(regularization_interval)
         self.use_adaptive_weight = bool(use_adaptive_weight)
         self.feature_matching_normalization = feature_matching_normalization
         self.max_adaptive_weight = float(max_adaptive_weight)
+        self.augment = augment
+        self.lecam = LeCamAnchors(lecam_decay) if lecam_weight > 0 else None
 
     def generator_active(self, global_step: int) -> bool:
         """Whether the generator's adversarial terms are on at ``global_step``."""
@@ -123,8 +157,20 @@ class AdversarialLossCalculator:
         """Whether the discriminator trains at ``global_step`` (always, unless ``warmup_mode="full"``)."""
         return self.warmup_mode == "generator" or global_step >= self.warmup_steps
 
+    def _augmented(self, x: Tensor) -> Tensor:
+        return x if self.augment is None else self.augment(x)
+
+    def _scored(self, discriminator: nn.Module, x: Tensor, cond: dict[str, Any], penalized: bool) -> tuple[Tensor, dict]:
+        """The D input (augmented, detached); for a penalty, the tensor its network scores, as a leaf."""
+        x = self._augmented(x.detach())
+        if not penalized:
+            return x, cond
+        x, cond = prepare_discriminator_input(discriminator, x, cond)
+        return x.detach().requires_grad_(True), cond
+
     def compute_discriminator_loss(
-        self, discriminator: nn.Module, real: Tensor, fake: Tensor, global_step: int = 0, **cond: Any
+        self, discriminator: nn.Module, real: Tensor, fake: Tensor, global_step: int = 0,
+        with_metrics: bool = True, **cond: Any,
     ) -> dict[str, Tensor]:
         """Discriminator loss on ``real`` and ``fake`` (detached here: no gradient reaches the generator).
 
@@ -133,42 +179,51 @@ class AdversarialLossCalculator:
             real: data, ``(B, ...)``.
             fake: generator output, ``(B, ...)``.
             global_step: step for lazy regularization.
+            with_metrics: also return the detached metrics (a training loop skips them on the
+                steps it does not log; ``d/loss`` and ``d/total`` are always there).
             **cond: passed to the discriminator for both inputs.
 
         Returns:
-            ``{"loss", "d/loss", "d/real_acc", "d/fake_acc", "d/logits_real", "d/logits_fake", "d/total"}``
-            plus ``"d/r1"``, ``"d/r2"``, ``"d/gp"`` when they ran.
+            ``{"loss", "d/loss", "d/total"}``, with metrics also ``"d/real_acc"``, ``"d/fake_acc"``,
+            ``"d/logits_real"``, ``"d/logits_fake"``, ``"d/r_t"`` and, when they ran, ``"d/r1"``,
+            ``"d/r2"``, ``"d/gp"``, ``"d/lecam"``, ``"d/ada_p"``.
         """
         gain = lazy_regularization_gain(global_step, self.regularization_interval)
-        want_r1 = self.r1_weight > 0 and gain > 0
-        want_r2 = self.r2_weight > 0 and gain > 0
-        real_in = real.detach().requires_grad_(want_r1)
-        fake_in = fake.detach().requires_grad_(want_r2)
-        real_logits, _ = discriminator(real_in, **cond)
-        fake_logits, _ = discriminator(fake_in, **cond)
+        want_r1, want_r2 = self.r1_weight > 0 and gain > 0, self.r2_weight > 0 and gain > 0
+        real_in, real_cond = self._scored(discriminator, real, cond, want_r1)
+        fake_in, fake_cond = self._scored(discriminator, fake, cond, want_r2)
+        with _double_backward_attention(want_r1):
+            real_logits, _ = discriminator(real_in, **real_cond)
+        with _double_backward_attention(want_r2):
+            fake_logits, _ = discriminator(fake_in, **fake_cond)
         adv = discriminator_loss(real_logits, fake_logits, self.loss_type)
-        real_acc, fake_acc = discriminator_accuracy(real_logits, fake_logits, self.loss_type)
-        metrics = {
-            "d/loss": adv.detach(),
-            "d/real_acc": real_acc.detach(),
-            "d/fake_acc": fake_acc.detach(),
-            "d/logits_real": _mean(real_logits),
-            "d/logits_fake": _mean(fake_logits),
-        }
-        loss = adv
+        loss, terms = adv, {}
         if want_r1:
-            r1 = r1_penalty(real_logits, real_in)
-            loss = loss + gain * 0.5 * self.r1_weight * r1
-            metrics["d/r1"] = r1.detach()
+            terms["d/r1"] = r1_penalty(real_logits, real_in)
+            loss = loss + gain * 0.5 * self.r1_weight * terms["d/r1"]
         if want_r2:
-            r2 = r2_penalty(fake_logits, fake_in)
-            loss = loss + gain * 0.5 * self.r2_weight * r2
-            metrics["d/r2"] = r2.detach()
+            terms["d/r2"] = r2_penalty(fake_logits, fake_in)
+            loss = loss + gain * 0.5 * self.r2_weight * terms["d/r2"]
         if self.gp_weight > 0 and gain > 0:
-            gp = gradient_penalty(discriminator, real.detach(), fake.detach(), **cond)
-            loss = loss + gain * self.gp_weight * gp
-            metrics["d/gp"] = gp.detach()
-        metrics["d/total"] = loss.detach()
+            with _double_backward_attention(True):
+                terms["d/gp"] = gradient_penalty(discriminator, self._augmented(real.detach()),
+                                                 self._augmented(fake.detach()), **cond)
+            loss = loss + gain * self.gp_weight * terms["d/gp"]
+        if self.lecam is not None:
+            terms["d/lecam"] = lecam_penalty(real_logits, fake_logits, *self.lecam.update(real_logits, fake_logits))
+            loss = loss + self.lecam_weight * terms["d/lecam"]
+        observe = getattr(self.augment, "observe", None)
+        r_t = real_sign_mean(real_logits, fake_logits, self.loss_type) if with_metrics or observe else None
+        if observe is not None and torch.is_grad_enabled():
+            observe(r_t, real.shape[0])
+        metrics = {"d/loss": adv.detach(), "d/total": loss.detach()}
+        if with_metrics:
+            real_acc, fake_acc = discriminator_accuracy(real_logits, fake_logits, self.loss_type)
+            metrics.update({"d/real_acc": real_acc, "d/fake_acc": fake_acc, "d/logits_real": _mean(real_logits),
+                            "d/logits_fake": _mean(fake_logits), "d/r_t": r_t})
+            metrics.update({key: value.detach() for key, value in terms.items()})
+            if getattr(self.augment, "p", None) is not None:
+                metrics["d/ada_p"] = self.augment.p.detach().clone()
         return {"loss": loss, **metrics}
 
     def compute_generator_loss(
@@ -180,51 +235,84 @@ class AdversarialLossCalculator:
         base_loss: Tensor | None = None,
         last_layer: Tensor | None = None,
         adversarial_scale: float = 1.0,
+        base_weight: float = 1.0,
+        with_metrics: bool = True,
+        measure_gradients: bool = False,
         **cond: Any,
     ) -> dict[str, Tensor]:
-        """Generator loss: ``base_loss`` plus the weighted adversarial and feature-matching terms.
+        """Generator loss: the weighted ``base_loss`` plus the weighted adversarial and feature-matching terms.
 
         Args:
             discriminator: follows the ``(logits, features)`` contract; its parameters should not
                 require grad here (the caller freezes them), the gradient flows to ``fake``.
-            real: data, ``(B, ...)``; only used for feature matching.
+            real: data, ``(B, ...)``; used for feature matching and the paired criteria.
             fake: generator output with its graph, ``(B, ...)``.
             global_step: compared with ``warmup_steps``.
-            base_loss: the generator's non-adversarial loss (already weighted), or ``None``.
+            base_loss: the generator's non-adversarial loss *before* annealing, or ``None``.
             last_layer: the generator's last weight, for the adaptive weight.
             adversarial_scale: schedule ramp multiplying the adversarial terms.
+            base_weight: annealing weight ``b`` of ``base_loss`` (0 = pure adversarial).
+            with_metrics: also return the detached metrics (``g/total`` is always there).
+            measure_gradients: also report ``g/grad_ratio``, the gradient norm of the weighted
+                adversarial term over that of the weighted base loss at ``last_layer`` (two extra
+                ``autograd.grad`` calls unless the adaptive weight computes them anyway).
             **cond: passed to the discriminator.
 
         Returns:
-            ``{"loss", "g/adv", "g/feat", "g/adv_weight", "g/adaptive_weight", "g/base", "g/total"}``.
+            ``{"loss", "g/total"}``, with metrics also ``"g/adv"``, ``"g/feat"``, ``"g/adv_weight"``,
+            ``"g/adaptive_weight"``, ``"g/base"`` and, when measured, ``"g/grad_ratio"``.
         """
         zero = fake.new_zeros(()).float()
-        base = zero if base_loss is None else base_loss
-        metrics = {"g/base": base.detach(), "g/adv": zero, "g/feat": zero, "g/adv_weight": zero, "g/adaptive_weight": zero}
+        base = zero if base_loss is None else (base_loss if base_weight == 1.0 else base_loss * base_weight)
         if not self.generator_active(global_step) or adversarial_scale <= 0:
             # Exactly zero: the discriminator is not even run, so nothing it says reaches G.
-            metrics["g/total"] = base.detach()
-            return {"loss": base, **metrics}
-        fake_logits, fake_features = discriminator(fake, **cond)
-        adv = generator_loss(fake_logits, self.loss_type)
-        weight = self.adversarial_weight * adversarial_scale
+            metrics = {"g/base": base.detach(), "g/adv": zero, "g/feat": zero, "g/adv_weight": zero,
+                       "g/adaptive_weight": zero} if with_metrics else {}
+            return {"loss": base, "g/total": base.detach(), **metrics}
+        fake_logits, fake_features = discriminator(self._augmented(fake), **cond)
+        real_logits = real_features = None
+        if self.feature_matching_weight > 0 or self.loss_type in PAIRED_LOSS_TYPES:
+            with torch.no_grad():
+                real_logits, real_features = discriminator(self._augmented(real.detach()), **cond)
+        adv = generator_loss(fake_logits, self.loss_type, real_logits)
+        weight: Tensor | float = self.adversarial_weight * adversarial_scale
+        norms = None
+        measurable = base_loss is not None and last_layer is not None and torch.is_grad_enabled()
         if self.use_adaptive_weight:
             if base_loss is None or last_layer is None:
                 raise ValueError("use_adaptive_weight=True needs base_loss and last_layer in compute_generator_loss")
-            if torch.is_grad_enabled():
-                w = adaptive_weight(base_loss, adv, last_layer, max_weight=self.max_adaptive_weight)
-            else:  # validation: no graph to differentiate; report the unscaled term
-                w = torch.ones((), device=adv.device)
-            metrics["g/adaptive_weight"] = w.detach()
-            weight = weight * w
+            # Validation (no graph to differentiate) reports the unscaled term.
+            norms = last_layer_gradient_norms(base_loss, adv, last_layer) if measurable else None
+            adaptive = weight_from_norms(*norms, max_weight=self.max_adaptive_weight) if norms else torch.ones((), device=adv.device)
+            weight = weight * adaptive
+        elif measure_gradients and measurable:
+            norms = last_layer_gradient_norms(base_loss, adv, last_layer)
         loss = base + weight * adv
+        feat = zero
         if self.feature_matching_weight > 0:
-            with torch.no_grad():
-                _, real_features = discriminator(real.detach(), **cond)
             feat = feature_matching_loss(real_features, fake_features, self.feature_matching_normalization)
             loss = loss + self.feature_matching_weight * adversarial_scale * feat
-            metrics["g/feat"] = feat.detach()
-        metrics["g/adv"] = adv.detach()
-        metrics["g/adv_weight"] = torch.as_tensor(weight, dtype=torch.float32).detach()
-        metrics["g/total"] = loss.detach()
+        metrics = {"g/total": loss.detach()}
+        if with_metrics:
+            metrics.update({"g/base": base.detach(), "g/adv": adv.detach(), "g/feat": feat.detach(),
+                            "g/adv_weight": torch.as_tensor(weight, dtype=torch.float32, device=adv.device).detach(),
+                            "g/adaptive_weight": adaptive if self.use_adaptive_weight else zero})
+            if norms is not None:
+                base_norm, adversarial_norm = norms
+                metrics["g/grad_ratio"] = (weight * adversarial_norm) / (base_weight * base_norm + 1e-12)
         return {"loss": loss, **metrics}
+
+    def state_dict(self) -> dict[str, Any]:
+        """ADA's ``p`` and LeCam's anchors (tensors and numbers only), for an exact resume."""
+        state: dict[str, Any] = {}
+        if hasattr(self.augment, "state_dict"):
+            state["augment"] = self.augment.state_dict()
+        if self.lecam is not None:
+            state["lecam"] = self.lecam.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "augment" in state and hasattr(self.augment, "load_state_dict"):
+            self.augment.load_state_dict(state["augment"])
+        if "lecam" in state and self.lecam is not None:
+            self.lecam.load_state_dict(state["lecam"])

@@ -75,6 +75,9 @@ class PhaseSchedule:
             generator then steps every ``discriminator_steps``-th batch); ``"repeat"`` runs them all
             on the same batch.
         generator_every: the generator steps on every k-th batch of the adversarial stage.
+        discriminator_every: the discriminator steps on every k-th batch of the adversarial stage
+            (from its first), the generator on every batch: the D costs ``1/k`` per step, as codec
+            trainers make it affordable. Needs ``generator_every = 1`` and one D update per batch.
         discriminator_warmup_steps: steps, after ``adversarial_start_step``, where only D trains.
         adversarial_start_step: steps of base loss only before the adversarial stage ("domain
             adaptation"); the discriminator is idle then.
@@ -91,6 +94,7 @@ class PhaseSchedule:
         discriminator_steps: int = 1,
         discriminator_steps_mode: str = "consecutive",
         generator_every: int = 1,
+        discriminator_every: int = 1,
         discriminator_warmup_steps: int = 0,
         adversarial_start_step: int = 0,
         adversarial_ramp: str = "constant",
@@ -100,7 +104,8 @@ class PhaseSchedule:
         base_weight_final: float = 1.0,
         pure_adversarial: bool = False,
     ) -> None:
-        for name, value in (("discriminator_steps", discriminator_steps), ("generator_every", generator_every)):
+        for name, value in (("discriminator_steps", discriminator_steps), ("generator_every", generator_every),
+                            ("discriminator_every", discriminator_every)):
             if int(value) < 1:
                 raise ValueError(f"schedule.{name} must be >= 1, got {value}")
         for name, value in (
@@ -119,6 +124,11 @@ class PhaseSchedule:
         self.discriminator_steps = int(discriminator_steps)
         self.discriminator_steps_mode = discriminator_steps_mode
         self.generator_every = int(generator_every)
+        self.discriminator_every = int(discriminator_every)
+        if self.discriminator_every > 1 and (self.generator_period > 1 or self.discriminator_steps > 1):
+            # Both cadences at once would leave batches where nobody steps.
+            raise ValueError("schedule.discriminator_every > 1 needs generator_every = 1 and discriminator_steps = 1, "
+                             f"got generator_every={generator_every}, discriminator_steps={discriminator_steps}")
         self.discriminator_warmup_steps = int(discriminator_warmup_steps)
         self.adversarial_start_step = int(adversarial_start_step)
         self.adversarial_ramp = adversarial_ramp
@@ -144,6 +154,8 @@ class PhaseSchedule:
             return StepPlan(False, d_updates, False, 0.0, base_weight)
         t = since_start - self.discriminator_warmup_steps
         generator = (t + 1) % self.generator_period == 0
+        if t % self.discriminator_every:
+            d_updates = 0
         scale = self._progress(self.adversarial_ramp, t, self.adversarial_ramp_steps)
         return StepPlan(generator, d_updates, True, scale, base_weight)
 

@@ -1,5 +1,6 @@
 """Audio discriminators: output contract at random lengths, reference parameter counts,
-MSD scales really downsampled, STFT hops/windows, EnCodec composition."""
+MSD scales pooled as HiFi-GAN does (taps), STFT hops/windows and filters_scale, spectral norm,
+EnCodec composition."""
 
 import random
 
@@ -128,3 +129,69 @@ def test_invalid_settings_raise_value_error():
         MultiScaleDiscriminator([0, 2])
     with pytest.raises(ValueError, match="channel_divisor"):
         MultiScaleDiscriminator([1], channel_divisor=3)
+
+
+def test_msd_pooling_is_hifigans_successive_avgpool_with_zero_padding():
+    audio = torch.randn(2, 1, 301)
+    hifigan_pool = torch.nn.AvgPool1d(4, 2, padding=2)  # HiFi-GAN's meanpools (count_include_pad)
+    torch.testing.assert_close(downsample_audio(audio, 2), hifigan_pool(audio))
+    torch.testing.assert_close(downsample_audio(audio, 4), hifigan_pool(hifigan_pool(audio)))
+    torch.testing.assert_close(downsample_audio(audio, 8),
+                               hifigan_pool(hifigan_pool(hifigan_pool(audio))))
+    # Taps of scale 4: output m averages x[4m-6 : 4m+4] with weights [1,1,2,2,2,2,2,2,1,1]/16.
+    x = torch.arange(64, dtype=torch.float64).pow(2)[None, None]
+    taps = torch.tensor([1, 1, 2, 2, 2, 2, 2, 2, 1, 1], dtype=torch.float64) / 16
+    m = 5
+    torch.testing.assert_close(downsample_audio(x, 4)[0, 0, m], (x[0, 0, 4 * m - 6: 4 * m + 4] * taps).sum())
+    # Zeros count at the edge: the first scale-2 value is (0 + 0 + x0 + x1) / 4.
+    torch.testing.assert_close(downsample_audio(x, 2)[0, 0, 0], (x[0, 0, 0] + x[0, 0, 1]) / 4)
+    with pytest.raises(ValueError, match="powers of 2"):
+        MultiScaleDiscriminator([1, 3])
+
+
+def test_stft_filters_scale_above_one_builds_and_runs():
+    disc = MultiScaleSTFTDiscriminator(4, 1, [128, 64], filters_scale=2, max_filters=12)
+    sub = disc.discriminators[0]
+    assert [c.in_channels for c in sub.convs] == [2, 4, 8, 12, 12]
+    assert [c.out_channels for c in sub.convs] == [4, 8, 12, 12, 12]
+    logits, features = disc(torch.randn(2, 1, 600))
+    assert len(logits) == 2 and all(torch.isfinite(x).all() for x in logits)
+
+
+def _norms(module: torch.nn.Module) -> set[str]:
+    """Names of the parametrizations on the weights of every conv of ``module``."""
+    found = set()
+    for conv in module.modules():
+        if isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            plist = getattr(getattr(conv, "parametrizations", None), "weight", None)
+            found.add(type(plist[0]).__name__ if plist is not None else "none")
+    return found
+
+
+def test_spectral_norm_option_on_every_audio_discriminator():
+    stft_default, stft_sn = (MultiScaleSTFTDiscriminator(4, 1, [64], spectral_norm=sn) for sn in (False, True))
+    assert _norms(stft_default) == {"none", "_WeightNorm"}  # EnCodec: no norm on the first conv
+    assert _norms(stft_sn) == {"_SpectralNorm"}
+    assert _norms(MultiPeriodDiscriminator([2], [4, 8])) == {"_WeightNorm"}
+    assert _norms(MultiPeriodDiscriminator([2], [4, 8], spectral_norm=True)) == {"_SpectralNorm"}
+    msd = MultiScaleDiscriminator([1, 2], channel_divisor=16)  # HiFi-GAN: spectral norm on scale 1 only
+    assert _norms(msd.discriminators[0]) == {"_SpectralNorm"} and _norms(msd.discriminators[1]) == {"_WeightNorm"}
+    assert _norms(MultiScaleDiscriminator([1, 2], channel_divisor=16, spectral_norm=True)) == {"_SpectralNorm"}
+    full = EnCodecDiscriminator(4, 1, [64], msd_scales=[1, 2], msd_channel_divisor=16, mpd_periods=[2],
+                                mpd_channels=[4], spectral_norm=True)
+    assert _norms(full) == {"_SpectralNorm"}
+    logits, _ = full(torch.randn(1, 1, 300))
+    assert len(logits) == 1 + 2 + 1
+
+
+def test_stft_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    plain = MultiScaleSTFTDiscriminator(4, 1, [128, 64])
+    fast = MultiScaleSTFTDiscriminator(4, 1, [128, 64], channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.discriminators[0].convs[1]
+    assert conv.parametrizations.weight.original1.is_contiguous(memory_format=torch.channels_last)
+    audio = torch.randn(2, 1, 500)
+    for a, b in zip(plain(audio)[0], fast(audio)[0]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert EnCodecDiscriminator(4, 1, [64], use_msd=False, use_mpd=False, stft_channels_last=True)(audio)[0]

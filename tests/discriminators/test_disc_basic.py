@@ -131,3 +131,14 @@ def test_multi_list_and_bad_members():
         MultiDiscriminator([])
     with pytest.raises(TypeError, match="list or dict"):
         MultiDiscriminator(MLPDiscriminator(4))
+
+
+def test_multi_spectral_norm_wraps_every_member_weight_once():
+    from torch.nn.utils import parametrize
+
+    multi = MultiDiscriminator([MLPDiscriminator(4, hidden_dims=(3,), spectral_norm=True),
+                                NLayerDiscriminator(input_nc=1, ndf=2, n_layers=1, norm="none")], spectral_norm=True)
+    layers = [m for m in multi.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert all(len(m.parametrizations.weight) == 1 for m in layers)  # the MLP's own wrapping is not doubled
+    assert not any(parametrize.is_parametrized(m) for m in MultiDiscriminator([MLPDiscriminator(4)]).modules())

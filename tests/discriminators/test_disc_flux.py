@@ -110,3 +110,32 @@ def test_bad_configurations_fail_with_one_line():
         FluxTransformer2DDiscriminator(build_flux_transformer(seed=0))
     with pytest.raises(ValueError, match="2-channel latents"):
         _disc(model)(torch.randn(1, 2, 8, 8))
+
+
+def test_penalties_through_the_transformer_use_the_math_attention_kernel():
+    """Issue 9, fix 2: R1/R2/GP on the feature D used to crash (no double backward through fused attention)."""
+    from advtune import AdversarialLossCalculator
+
+    model, _, _ = _adapted()
+    disc = _disc(model)
+    calc = AdversarialLossCalculator(r1_weight=1.0, r2_weight=1.0, gp_weight=1.0)
+    torch.manual_seed(0)
+    out = calc.compute_discriminator_loss(disc, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), 0,
+                                          sigma=torch.tensor([0.3, 0.7]))
+    out["loss"].backward()
+    assert all(torch.isfinite(out[k]) and out[k] > 0 for k in ("d/r1", "d/r2", "d/gp"))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in disc.parameters() if p.requires_grad)
+    assert not any(p.grad is not None for p in model.parameters())  # nothing of the generator side
+
+
+def test_prepare_input_renoises_once_and_forward_takes_it_as_is():
+    model, _, _ = _adapted()
+    disc = _disc(model)
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([0.25, 0.5])
+    torch.manual_seed(3)
+    direct = disc(x, sigma=sigma)[0]
+    torch.manual_seed(3)
+    noisy, cond = disc.prepare_input(x, sigma=sigma)
+    assert cond["prepared"] and torch.equal(cond["sigma"], sigma)
+    split = disc(noisy, **cond)[0]
+    assert all(torch.equal(a, b) for a, b in zip(direct, split))

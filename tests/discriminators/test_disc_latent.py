@@ -72,3 +72,27 @@ def test_bad_inputs_fail_with_one_line():
         disc(torch.randn(1, 1, 4, 4))
     with pytest.raises(ValueError, match="even embedding_dim"):
         LatentDiscriminator(embedding_dim=7)
+
+
+def test_r1_is_taken_at_the_renoised_input_the_network_scores():
+    """Issue 9, fix 1: R1 of the re-noising D equals R1 of the same network fed x_σ directly (no (1 − σ)² factor)."""
+    from advtune import AdversarialLossCalculator
+    from advtune.losses import r1_penalty
+
+    torch.manual_seed(0)
+    disc = LatentDiscriminator(in_channels=1, base_channels=8, num_layers=2, embedding_dim=16)
+    plain = LatentDiscriminator(in_channels=1, base_channels=8, num_layers=2, embedding_dim=16, renoise=False)
+    plain.load_state_dict(disc.state_dict())
+    real, fake, sigma = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), torch.full((4,), 0.9)
+    torch.manual_seed(1)
+    out = AdversarialLossCalculator(r1_weight=2.0).compute_discriminator_loss(disc, real, fake, 0, sigma=sigma)
+    torch.manual_seed(1)
+    noisy, _ = disc.prepare_input(real, sigma=sigma)  # the same noise draw
+    noisy.requires_grad_(True)
+    expected = r1_penalty(plain(noisy, sigma=sigma)[0], noisy)
+    assert out["d/r1"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # at the clean latent it would be (1 - σ)² = 0.01 times smaller
+    clean = real.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    at_clean = r1_penalty(disc(clean, sigma=sigma)[0], clean)
+    assert at_clean.item() == pytest.approx(0.01 * expected.item(), rel=1e-4)

@@ -12,6 +12,7 @@ from advtune.losses import (
     generator_loss,
     hinge_discriminator_loss,
     non_saturating_generator_loss,
+    real_sign_mean,
     vanilla_generator_loss,
 )
 
@@ -34,12 +35,15 @@ def softplus(x: float) -> float:
 # lsgan D: mean (r - 1)^2 = (1 + 4) / 2 = 2.5;  mean f^2 = (0.25 + 9) / 2 = 4.625  -> D = 7.125
 # lsgan G: mean (f - 1)^2 = (0.25 + 16) / 2 = 8.125
 # wgan D: mean f - mean r = -1.25 - 0.5 = -1.75;  G: -mean f = 1.25
+# relativistic D: mean softplus(f - r) = (softplus(-1.5) + softplus(-2)) / 2 = (0.2014133 + 0.1269280) / 2
+#   = 0.1641707;  G: mean softplus(r - f) = (softplus(1.5) + softplus(2)) / 2 = (1.7014133 + 2.1269280) / 2 = 1.9141707
 EXPECTED = {
     "vanilla": (1.2314270, -0.5113322),
     "non_saturating": (1.2314270, 1.7613322),
     "hinge": (1.75, 1.25),
     "lsgan": (7.125, 8.125),
     "wgan": (-1.75, 1.25),
+    "relativistic": (0.1641707, 1.9141707),
 }
 
 
@@ -53,10 +57,22 @@ def test_every_loss_type_has_a_known_value():
 def test_known_values_single_tensor_and_list(loss_type):
     d_expected, g_expected = EXPECTED[loss_type]
     assert discriminator_loss(REAL, FAKE, loss_type).item() == pytest.approx(d_expected, abs=1e-6)
-    assert generator_loss(FAKE, loss_type).item() == pytest.approx(g_expected, abs=1e-6)
+    assert generator_loss(FAKE, loss_type, real_logits=REAL).item() == pytest.approx(g_expected, abs=1e-6)
     # a list of one sub-discriminator is the same as the bare tensor
     assert discriminator_loss([REAL], [FAKE], loss_type).item() == pytest.approx(d_expected, abs=1e-6)
-    assert generator_loss([FAKE], loss_type).dim() == 0
+    assert generator_loss([FAKE], loss_type, real_logits=[REAL]).dim() == 0
+
+
+def test_relativistic_pairs_real_with_fake_and_needs_real_logits_for_g():
+    with pytest.raises(ValueError, match="pairs each fake with a real"):
+        generator_loss(FAKE, "relativistic")
+    # the real logits are constants for G: no gradient reaches them
+    real, fake = REAL.clone().requires_grad_(True), FAKE.clone().requires_grad_(True)
+    generator_loss(fake, "relativistic", real_logits=real).backward()
+    assert real.grad is None and fake.grad is not None
+    # D is right on a pair when r > f: (2 > 0.5) yes, (-1 > -3) yes -> both accuracies 1; r_t = 1
+    assert [a.item() for a in discriminator_accuracy(REAL, FAKE, "relativistic")] == [1.0, 1.0]
+    assert real_sign_mean(REAL, FAKE, "relativistic").item() == 1.0
 
 
 def test_mean_over_elements_then_over_sub_discriminators():
@@ -102,8 +118,16 @@ def test_accuracy_thresholds():
     assert not real_acc.requires_grad
 
 
+def test_real_sign_mean_is_adas_r_t():
+    # sign(r - 0) for r = [2, -1] -> [1, -1] -> 0; lsgan threshold 0.5: [0.6, 0.7, 0.4] -> (1 + 1 - 1) / 3
+    assert real_sign_mean(REAL, FAKE, "hinge").item() == 0.0
+    assert real_sign_mean(torch.tensor([0.6, 0.7, 0.4]), torch.zeros(3), "lsgan").item() == pytest.approx(1 / 3)
+    # mean over sub-discriminators: (0 + 1) / 2
+    assert real_sign_mean([REAL, torch.ones(2, 1, 2, 2)], [FAKE, torch.zeros(2, 1, 2, 2)], "wgan").item() == 0.5
+
+
 def test_bad_input_raises_clear_errors():
-    with pytest.raises(ValueError, match="valid names: vanilla, non_saturating, hinge, lsgan, wgan"):
+    with pytest.raises(ValueError, match="valid names: vanilla, non_saturating, hinge, lsgan, wgan, relativistic"):
         discriminator_loss(REAL, FAKE, "minimax")
     with pytest.raises(ValueError, match="valid names"):
         generator_loss(FAKE, "bce")

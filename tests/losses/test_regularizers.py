@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from advtune.losses import gradient_penalty, lazy_regularization_gain, r1_penalty, r2_penalty
+from advtune.losses import (
+    LeCamAnchors,
+    critic_values,
+    gradient_penalty,
+    lazy_regularization_gain,
+    lecam_penalty,
+    r1_penalty,
+    r2_penalty,
+)
 
 
 class LinearCritic(nn.Module):
@@ -42,12 +50,57 @@ def test_r1_is_per_sample_then_mean_over_batch():
     assert r1_penalty([logits], x).item() == pytest.approx(10.0)
 
 
-def test_r1_sums_all_sub_discriminators_and_r2_matches_on_fake():
-    # two sub-discriminators with weights w1 = [1, 0], w2 = [0, 3]: grad of the summed logits = [1, 3] -> 10
+def test_r1_follows_the_losses_reduction_mean_over_sub_discriminators():
+    # two sub-discriminators with weights w1 = [1, 0], w2 = [0, 3]: the per-sample critic is their mean,
+    # gradient [0.5, 1.5] -> 0.25 + 2.25 = 2.5 (differentiating the sum would give [1, 3] -> 10)
     x = torch.randn(3, 2, requires_grad=True)
     logits = [LinearCritic([1.0, 0.0])(x)[0][0], LinearCritic([0.0, 3.0])(x)[0][0]]
-    assert r1_penalty(logits, x).item() == pytest.approx(10.0)
-    assert r2_penalty(logits, x).item() == pytest.approx(10.0)
+    assert r1_penalty(logits, x).item() == pytest.approx(2.5)
+    assert r2_penalty(logits, x).item() == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("copies", [1, 9])
+def test_the_same_discriminator_replicated_over_patches_or_sub_discriminators_gives_the_same_r1(copies):
+    # issue 9, fix 1: 9 patches used to give 81 x the single-logit value (x^2 of the sum)
+    critic = LinearCritic([1.0, 2.0, 2.0], patches=copies)
+    x = torch.randn(4, 3, requires_grad=True)
+    patch_logits, _ = critic(x)
+    assert r1_penalty(patch_logits, x).item() == pytest.approx(9.0)
+    single_logits, _ = LinearCritic([1.0, 2.0, 2.0])(x)
+    assert r1_penalty(single_logits * copies, x).item() == pytest.approx(9.0)  # the list repeated: copies sub-Ds
+    assert r2_penalty(single_logits * copies, x).item() == pytest.approx(9.0)
+
+
+def test_critic_values_mean_per_sample_then_over_sub_discriminators():
+    logits = [torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.tensor([[4.0], [2.0]])]
+    assert critic_values(logits).tolist() == [3.0, 1.0]  # sample 0: (2 + 4) / 2, sample 1: (0 + 2) / 2
+
+
+def test_lecam_known_value_and_one_sidedness():
+    # real logits [1, 3] against fake anchor 2: relu(-1)^2 + relu(1)^2 -> mean 0.5
+    # fake logits [0, -2] against real anchor 0.5: relu(0.5)^2 + relu(2.5)^2 = 0.25 + 6.25 -> mean 3.25
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, -2.0])
+    value = lecam_penalty(real, fake, real_anchor=torch.tensor([0.5]), fake_anchor=torch.tensor([2.0]))
+    assert value.item() == pytest.approx(3.75)
+    # two sub-discriminators: mean of the two (second: all zero once the anchors agree with the logits)
+    both = lecam_penalty([real, torch.zeros(2)], [fake, torch.ones(2)], torch.tensor([0.5, 1.0]), torch.tensor([2.0, 0.0]))
+    assert both.item() == pytest.approx(3.75 / 2)
+    with pytest.raises(ValueError, match="2 sub-discriminators but anchors of size 1"):
+        lecam_penalty([real, real], [fake, fake], torch.tensor([0.0]), torch.tensor([0.0]))
+
+
+def test_lecam_anchors_are_bias_corrected_moving_averages():
+    anchors = LeCamAnchors(decay=0.9)
+    # first batch: biased average 0.1 * mean, corrected by 1 - 0.9 -> exactly the batch mean
+    real_anchor, fake_anchor = anchors.update(torch.tensor([2.0, 4.0]), torch.tensor([-1.0]))
+    assert (real_anchor.item(), fake_anchor.item()) == pytest.approx((3.0, -1.0))
+    # second batch (mean 0): biased 0.9 * 0.3 + 0 = 0.27, corrected by 1 - 0.81 = 0.19 -> 1.4210526
+    real_anchor, _ = anchors.update(torch.tensor([0.0]), torch.tensor([0.0]))
+    assert real_anchor.item() == pytest.approx(0.27 / 0.19)
+    restored = LeCamAnchors(decay=0.9)
+    restored.load_state_dict(anchors.state_dict())
+    assert restored.update(torch.tensor([1.0]), torch.tensor([1.0]))[0].item() == pytest.approx(
+        anchors.update(torch.tensor([1.0]), torch.tensor([1.0]))[0].item())
 
 
 def test_penalty_inputs_must_require_grad_and_be_used():

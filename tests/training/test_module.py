@@ -151,14 +151,78 @@ class _NaNAfter(torch.nn.Module):
         return ([logits[0] * float("nan")] if self.calls > self.start else logits), feats
 
 
-def test_nonfinite_loss_skips_update_then_stops(toy, trainer_factory):
+def _optimizer_state(module):
+    return [{k: v.clone() for k, v in state.items()} for opt in module.optimizers()
+            for state in opt.optimizer.state.values()]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_nonfinite_loss_skips_update_then_stops(toy, trainer_factory, fused):
+    """fused: the update is masked on the device (found_inf); not fused: the fallback drops the gradients."""
     task, disc, data = toy(with_base=False)
     nan_disc = _NaNAfter(disc, start=10**9)
+    adam = lambda p: torch.optim.Adam(p, lr=1e-2, fused=fused)  # noqa: E731
+    module = AdversarialModule(task, nan_disc, max_consecutive_nonfinite=3,
+                               generator_optimizer=adam, discriminator_optimizer=adam)
+    seen = {}
+
+    class NaNAfterFirstBatch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 0:  # one good update of each player, then every loss is NaN
+                nan_disc.start = nan_disc.calls
+                seen.update(d=_params(disc), g=_params(task), state=_optimizer_state(pl_module))
+
+    # Checked lazily (logging steps, end of epoch): the 5 batches run, every later update skipped.
+    with pytest.warns(UserWarning, match="8 non-finite loss"), pytest.raises(FloatingPointError, match="in a row"):
+        trainer_factory(max_epochs=1, limit_train_batches=5, callbacks=[NaNAfterFirstBatch()]).fit(module, datamodule=data)
+    assert not _changed(seen["d"], disc) and not _changed(seen["g"], task)  # skipped updates touch nothing
+    after = _optimizer_state(module)
+    assert len(after) == len(seen["state"]) == 6
+    for before, now in zip(seen["state"], after):  # not even the optimizer's moments and step count
+        for key in before:
+            assert torch.equal(before[key], now[key]), key
+    assert module.nonfinite.total == 8  # G and D on each of 4 batches
+
+
+def test_isolated_nonfinite_losses_are_skipped_without_stopping(toy, trainer_factory):
+    task, disc, data = toy(with_base=False)
+    nan_disc = _NaNAfter(disc, start=10**9)
+
+    class NaNEveryOther(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            nan_disc.start = 10**9 if batch_idx % 2 else nan_disc.calls  # even batches: NaN from G's D call on
+
     module = AdversarialModule(task, nan_disc, max_consecutive_nonfinite=3)
-    _fit_one_batch(module, data, trainer_factory)
-    nan_disc.start = nan_disc.calls  # from now on every loss is NaN
-    d0, g0 = _params(disc), _params(task)
-    with pytest.warns(UserWarning, match="non-finite"), pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
-        trainer_factory(max_epochs=1, limit_train_batches=5).fit(module, datamodule=data)
-    assert not _changed(d0, disc) and not _changed(g0, task)  # skipped updates touch nothing
-    assert module.nonfinite_total == 3
+    with pytest.warns(UserWarning, match="non-finite"):
+        trainer_factory(max_epochs=1, limit_train_batches=6, callbacks=[NaNEveryOther()]).fit(module, datamodule=data)
+    assert module.nonfinite.total == 6 and module.trainer.global_step == 6  # 2 per bad batch, never 3 in a row
+
+
+def test_a_non_logging_step_never_reads_a_device_value_on_the_host(toy, trainer_factory, monkeypatch):
+    """No ``.item()``, ``float()``, ``bool()``, ``.tolist()`` of a tensor inside the step (a sync on a GPU)."""
+    task, disc, data = toy()
+    module = AdversarialModule(task, disc, AdversarialLossCalculator(loss_type="hinge", r1_weight=1.0),
+                               ema_decay=0.9, running_average_decay=0.9)
+    reads = []
+    step = module.training_step
+
+    def counted_step(batch, batch_idx):
+        originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "__bool__", "__float__", "__int__")}
+
+        def spy(name):
+            def read(self, *args, **kwargs):
+                reads.append((batch_idx, name))
+                return originals[name](self, *args, **kwargs)
+            return read
+
+        for name in originals:
+            monkeypatch.setattr(torch.Tensor, name, spy(name))
+        try:
+            return step(batch, batch_idx)
+        finally:
+            for name, original in originals.items():
+                monkeypatch.setattr(torch.Tensor, name, original)
+
+    module.training_step = counted_step
+    trainer_factory(max_steps=6, log_every_n_steps=5).fit(module, datamodule=data)
+    assert {batch for batch, _ in reads} == {4}  # only the logging step (the 5th) reads values

@@ -4,11 +4,15 @@ Kumar et al. 2019, "MelGAN"; Kong et al. 2020, "HiFi-GAN", section 2.3. Each sub
 stack of grouped, strided 1-D convs; sub-discriminator ``k`` sees the waveform average-pooled by
 ``scales[k]``. The first (raw-rate) one uses spectral norm, the others weight norm, as in HiFi-GAN;
 at ``scales=[1, 2, 4]`` on mono audio this gives 29,618,821 parameters (spectral norm's ``u``/``v``
-are buffers, weight norm's ``g`` and ``v`` are parameters).
+are buffers, weight norm's ``g`` and ``v`` are parameters). ``spectral_norm=True`` puts spectral
+norm on every scale (``spectral_norm_first`` keeps HiFi-GAN's choice: the raw-rate scale only).
 
-One widely used reference implementation computes the pooled signal for the later scales and then
-discards it, so all its scales see the same raw audio. Here each scale pools the *input* by its own
-factor, and ``tests/discriminators/test_disc_audio.py`` checks the lengths each one sees.
+Pooling follows HiFi-GAN: a factor ``2^k`` is ``k`` successive ``AvgPool1d(4, 2, padding=2)``
+passes, zero padding counted in the average (``count_include_pad=True``), so scale 4 is a 10-tap
+trapezoid ``[1, 1, 2, 2, 2, 2, 2, 2, 1, 1] / 16`` with stride 4, not one 8-tap box. One widely used
+reference implementation computes the pooled signal for the later scales and then discards it, so
+all its scales see the same raw audio; here each scale really sees its pooled input, and
+``tests/discriminators/test_disc_audio.py`` checks lengths and taps.
 """
 
 from __future__ import annotations
@@ -68,35 +72,41 @@ class ScaleSubDiscriminator(nn.Module):
 
 
 def downsample_audio(audio: Tensor, factor: int) -> Tensor:
-    """Average-pool ``(B, C, T)`` by ``factor`` (window ``2 * factor``, HiFi-GAN's ``AvgPool1d(4, 2,
-    padding=2)`` at factor 2); output length ``T // factor + 1``. Factor 1 returns ``audio``."""
-    if factor == 1:
-        return audio
-    return F.avg_pool1d(audio, 2 * factor, stride=factor, padding=factor, count_include_pad=False)
+    """Pool ``(B, C, T)`` by ``factor`` (a power of 2) as HiFi-GAN does: ``log2(factor)`` passes of
+    ``AvgPool1d(4, 2, padding=2)`` (zeros counted); each pass maps length ``L`` to ``L // 2 + 1``."""
+    if factor < 1 or factor & (factor - 1):
+        raise ValueError(f"downsample_audio: factor must be a power of 2, got {factor}")
+    while factor > 1:
+        audio = F.avg_pool1d(audio, 4, stride=2, padding=2, count_include_pad=True)
+        factor //= 2
+    return audio
 
 
 class MultiScaleDiscriminator(nn.Module):
     """Sub-discriminators on the waveform average-pooled by each of ``scales``.
 
     Args:
-        scales: pooling factor per sub-discriminator (1 = raw audio).
+        scales: pooling factor per sub-discriminator, powers of 2 (1 = raw audio).
         in_channels: audio channels.
         spectral_norm_first: spectral norm on the first sub-discriminator (HiFi-GAN), weight norm
             on the rest.
+        spectral_norm: spectral norm on every sub-discriminator (overrides the above).
         negative_slope: LeakyReLU slope.
         channel_divisor: see :class:`ScaleSubDiscriminator`.
     """
 
     def __init__(self, scales: Sequence[int] = (1, 2, 4), in_channels: int = 1,
                  spectral_norm_first: bool = True, negative_slope: float = 0.1,
-                 channel_divisor: int = 1) -> None:
+                 channel_divisor: int = 1, spectral_norm: bool = False) -> None:
         super().__init__()
         self.scales = [int(s) for s in scales]
-        if not self.scales or min(self.scales) < 1:
-            raise ValueError(f"MultiScaleDiscriminator: scales must be positive ints, got {self.scales}")
+        if not self.scales or min(self.scales) < 1 or any(s & (s - 1) for s in self.scales):
+            raise ValueError(f"MultiScaleDiscriminator: scales must be powers of 2 (1, 2, 4, ...), "
+                             f"got {self.scales}")
         self.discriminators = nn.ModuleList(
-            ScaleSubDiscriminator(in_channels, spectral_norm_first and index == 0, negative_slope,
-                                  channel_divisor) for index in range(len(self.scales)))
+            ScaleSubDiscriminator(in_channels, spectral_norm or (spectral_norm_first and index == 0),
+                                  negative_slope, channel_divisor)
+            for index in range(len(self.scales)))
 
     def forward(self, x: Tensor, **cond: object) -> DiscriminatorOutput:
         """``x``: audio ``(B, C, T)``; ``cond`` is ignored. One logits tensor per scale."""

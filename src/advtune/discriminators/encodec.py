@@ -34,6 +34,10 @@ class EnCodecDiscriminator(nn.Module):
         mpd_channels: its conv channels.
         stft_hop_lengths: override the STFT hops.
         stft_win_lengths: override the STFT windows.
+        spectral_norm: spectral norm instead of weight norm on every conv of every part (the
+            MSD's raw-rate scale has it either way, as in HiFi-GAN).
+        stft_channels_last: channels-last conv weights in the MS-STFT part (same numbers, faster
+            on CPU; the MPD's ``(k, 1)`` convs did not gain, so they stay as they are).
     """
 
     def __init__(self, stft_filters: int = 32, in_channels: int = 2,
@@ -43,14 +47,17 @@ class EnCodecDiscriminator(nn.Module):
                  mpd_periods: Sequence[int] = (2, 3, 5, 7, 11),
                  mpd_channels: Sequence[int] = (32, 128, 512, 1024, 1024),
                  stft_hop_lengths: Sequence[int] | None = None,
-                 stft_win_lengths: Sequence[int] | None = None) -> None:
+                 stft_win_lengths: Sequence[int] | None = None, spectral_norm: bool = False,
+                 stft_channels_last: bool = False) -> None:
         super().__init__()
-        self.stft = MultiScaleSTFTDiscriminator(stft_filters, in_channels, n_ffts,
-                                                stft_hop_lengths, stft_win_lengths)
-        self.msd = (MultiScaleDiscriminator(msd_scales, in_channels,
-                                            channel_divisor=msd_channel_divisor)
+        self.stft = MultiScaleSTFTDiscriminator(stft_filters, in_channels, n_ffts, stft_hop_lengths,
+                                                stft_win_lengths, channels_last=stft_channels_last,
+                                                spectral_norm=spectral_norm)
+        self.msd = (MultiScaleDiscriminator(msd_scales, in_channels, channel_divisor=msd_channel_divisor,
+                                            spectral_norm=spectral_norm)
                     if use_msd else None)
-        self.mpd = (MultiPeriodDiscriminator(mpd_periods, mpd_channels, in_channels)
+        self.mpd = (MultiPeriodDiscriminator(mpd_periods, mpd_channels, in_channels,
+                                             spectral_norm=spectral_norm)
                     if use_mpd else None)
 
     @property

@@ -88,7 +88,8 @@ class FluxTransformer2DDiscriminator(nn.Module):
 
     Forward:
         ``x`` ``(B, C, H, W)`` latents; optional ``sigma`` ``(B,)``, ``prompt_embeds``,
-        ``pooled_prompt_embeds`` (null prompt when absent); other cond keys are ignored →
+        ``pooled_prompt_embeds`` (null prompt when absent), ``prepared`` (``x`` comes from
+        :meth:`prepare_input`: already re-noised); other cond keys are ignored →
         one ``(B, 1, H/2, W/2)`` logits map per chosen block, features ``[projected, hidden]`` per head.
     """
 
@@ -170,12 +171,24 @@ class FluxTransformer2DDiscriminator(nn.Module):
                 handle.remove()
         return [captured[i] for i in self.block_indices]
 
-    def forward(self, x: Tensor, sigma: Tensor | float | None = None, prompt_embeds: Tensor | None = None,
-                pooled_prompt_embeds: Tensor | None = None, **cond) -> DiscriminatorOutput:
+    def prepare_input(self, x: Tensor, sigma: Tensor | float | None = None, **cond) -> tuple[Tensor, dict]:
+        """``(x_σ, cond)``: ``x`` re-noised to ``σ`` (drawn when not given), for ``forward(x_σ, **cond)``.
+
+        Penalties differentiate at ``x_σ``, the input the transformer sees (see
+        :meth:`~advtune.discriminators.latent.LatentDiscriminator.prepare_input`).
+        """
         if sigma is None:
             sigma = sample_renoise_sigma(x.shape[0], self.sigma_logit_mean, self.sigma_logit_std, x.device)
         sigma = batch_sigma(sigma, x)
-        noisy = renoise(x, sigma)
+        return renoise(x, sigma), {**cond, "sigma": sigma, "prepared": True}
+
+    def forward(self, x: Tensor, sigma: Tensor | float | None = None, prompt_embeds: Tensor | None = None,
+                pooled_prompt_embeds: Tensor | None = None, prepared: bool = False, **cond) -> DiscriminatorOutput:
+        if prepared:
+            noisy, sigma = x, batch_sigma(sigma, x)
+        else:
+            noisy, prepared_cond = self.prepare_input(x, sigma)
+            sigma = prepared_cond["sigma"]
         tokens = self.block_features(noisy, sigma, prompt_embeds, pooled_prompt_embeds)
         embedding = sigma_embedding(sigma, self.embedding_dim).to(x.dtype)
         grid = (x.shape[2] // 2, x.shape[3] // 2)

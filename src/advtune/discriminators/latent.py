@@ -95,7 +95,8 @@ class LatentDiscriminator(nn.Module):
         sigma_logit_std: its standard deviation.
 
     Forward:
-        ``x`` ``(B, C, H, W)``, optional ``sigma`` ``(B,)`` (other cond keys are ignored) →
+        ``x`` ``(B, C, H, W)``, optional ``sigma`` ``(B,)``, ``prepared`` (``x`` comes from
+        :meth:`prepare_input`: already re-noised); other cond keys are ignored →
         ``([logits (B, 1, h, w)], [[activation after each stride-2 block]])``.
     """
 
@@ -141,20 +142,32 @@ class LatentDiscriminator(nn.Module):
         nn.init.normal_(self.out.weight, 0.0, 0.02)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, sigma: Tensor | None = None, **cond) -> DiscriminatorOutput:
-        if x.ndim != 4 or min(x.shape[2:]) < 2**self.num_layers:
-            raise ValueError(
-                f"LatentDiscriminator: expected (B, C, H, W) latents with H, W >= {2**self.num_layers}, "
-                f"got {tuple(x.shape)}"
-            )
+    def prepare_input(self, x: Tensor, sigma: Tensor | float | None = None, **cond) -> tuple[Tensor, dict]:
+        """``(x_σ, cond)``: ``x`` re-noised to ``σ`` (drawn when not given); ``forward(x_σ, **cond)`` scores it as is.
+
+        R1/R2 differentiate at ``x_σ``, the input the network sees: the penalty of Mescheder et al.
+        is on the gradient of D at its input distribution, here the re-noised data. Taken at the
+        clean latent instead it would carry a ``(1 − σ)²`` factor, so ``γ`` would mean less and
+        less as ``σ → 1``, where LADD's level distribution puts most of its mass.
+        """
         if sigma is None:
             sigma = (
                 sample_renoise_sigma(x.shape[0], self.sigma_logit_mean, self.sigma_logit_std, x.device)
                 if self.renoise else torch.zeros(x.shape[0], device=x.device)
             )
         sigma = batch_sigma(sigma, x)
-        if self.renoise:
-            x = renoise(x, sigma)
+        return (renoise(x, sigma) if self.renoise else x), {**cond, "sigma": sigma, "prepared": True}
+
+    def forward(self, x: Tensor, sigma: Tensor | None = None, prepared: bool = False, **cond) -> DiscriminatorOutput:
+        if x.ndim != 4 or min(x.shape[2:]) < 2**self.num_layers:
+            raise ValueError(
+                f"LatentDiscriminator: expected (B, C, H, W) latents with H, W >= {2**self.num_layers}, "
+                f"got {tuple(x.shape)}"
+            )
+        if not prepared:
+            x, cond = self.prepare_input(x, sigma)
+            sigma = cond["sigma"]
+        sigma = batch_sigma(sigma, x)
         embedding = sigma_embedding(sigma, self.embedding_dim).to(x.dtype)
         h = self.activation(self.stem(x))
         features = []

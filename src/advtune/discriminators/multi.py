@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
 from advtune.discriminators.base import DiscriminatorOutput
 
@@ -22,9 +24,11 @@ class MultiDiscriminator(nn.Module):
     Args:
         discriminators: a list of discriminators, or a mapping name → discriminator (the names
             become submodule names, which keeps checkpoints readable).
+        spectral_norm: wrap every linear and convolution weight of the members in spectral
+            normalization (Miyato et al. 2018), except those a member already normalises.
     """
 
-    def __init__(self, discriminators: Sequence[nn.Module] | Mapping[str, nn.Module]) -> None:
+    def __init__(self, discriminators: Sequence[nn.Module] | Mapping[str, nn.Module], spectral_norm: bool = False) -> None:
         super().__init__()
         if isinstance(discriminators, Mapping):
             members: nn.ModuleList | nn.ModuleDict = nn.ModuleDict(dict(discriminators))
@@ -38,6 +42,10 @@ class MultiDiscriminator(nn.Module):
         if len(members) == 0:
             raise ValueError("MultiDiscriminator: needs at least one discriminator")
         self.discriminators = members
+        if spectral_norm:
+            for module in list(members.modules()):
+                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and not parametrize.is_parametrized(module, "weight"):
+                    apply_spectral_norm(module)
 
     def _named_members(self) -> list[tuple[str, nn.Module]]:
         if isinstance(self.discriminators, nn.ModuleDict):

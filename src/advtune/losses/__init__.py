@@ -1,7 +1,8 @@
-from advtune.losses.adaptive import adaptive_weight
+from advtune.losses.adaptive import adaptive_weight, last_layer_gradient_norms
 from advtune.losses.feature_matching import FEATURE_MATCHING_NORMALIZATIONS, feature_matching_loss
 from advtune.losses.gan import (
     GAN_LOSS_TYPES,
+    PAIRED_LOSS_TYPES,
     discriminator_accuracy,
     discriminator_loss,
     generator_loss,
@@ -10,17 +11,31 @@ from advtune.losses.gan import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     non_saturating_generator_loss,
+    real_sign_mean,
+    relativistic_discriminator_loss,
+    relativistic_generator_loss,
     vanilla_discriminator_loss,
     vanilla_generator_loss,
     wgan_discriminator_loss,
     wgan_generator_loss,
 )
-from advtune.losses.regularizers import gradient_penalty, lazy_regularization_gain, r1_penalty, r2_penalty
+from advtune.losses.regularizers import (
+    LeCamAnchors,
+    critic_values,
+    gradient_penalty,
+    lazy_regularization_gain,
+    lecam_penalty,
+    r1_penalty,
+    r2_penalty,
+)
 
 __all__ = [
     "FEATURE_MATCHING_NORMALIZATIONS",
+    "LeCamAnchors",
     "GAN_LOSS_TYPES",
+    "PAIRED_LOSS_TYPES",
     "adaptive_weight",
+    "critic_values",
     "discriminator_accuracy",
     "discriminator_loss",
     "feature_matching_loss",
@@ -28,10 +43,15 @@ __all__ = [
     "gradient_penalty",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
+    "last_layer_gradient_norms",
     "lazy_regularization_gain",
+    "lecam_penalty",
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
     "non_saturating_generator_loss",
+    "real_sign_mean",
+    "relativistic_discriminator_loss",
+    "relativistic_generator_loss",
     "r1_penalty",
     "r2_penalty",
     "vanilla_discriminator_loss",

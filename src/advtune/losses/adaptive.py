@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["adaptive_weight"]
+__all__ = ["adaptive_weight", "last_layer_gradient_norms", "weight_from_norms"]
 
 
 def _last_layer_gradient(loss: Tensor, last_layer: Tensor, loss_name: str) -> Tensor:
@@ -27,6 +27,18 @@ def _last_layer_gradient(loss: Tensor, last_layer: Tensor, loss_name: str) -> Te
     return gradient
 
 
+def last_layer_gradient_norms(base_loss: Tensor, adversarial_loss: Tensor, last_layer: Tensor) -> tuple[Tensor, Tensor]:
+    """``(‖∇_{G_L} L_base‖, ‖∇_{G_L} L_adv‖)``: both losses' gradient norms at the last layer, detached.
+
+    The graph is kept (``retain_graph``) for the backward of the total loss afterwards.
+    """
+    if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
+        raise ValueError("adaptive_weight: last_layer must be a tensor (parameter) that requires grad")
+    base_gradient = _last_layer_gradient(base_loss, last_layer, "base_loss")
+    adversarial_gradient = _last_layer_gradient(adversarial_loss, last_layer, "adversarial_loss")
+    return torch.linalg.vector_norm(base_gradient).detach(), torch.linalg.vector_norm(adversarial_gradient).detach()
+
+
 def adaptive_weight(
     base_loss: Tensor,
     adversarial_loss: Tensor,
@@ -37,7 +49,9 @@ def adaptive_weight(
     """VQGAN's adaptive adversarial weight ``clamp(‖∇ base‖ / (‖∇ adv‖ + eps), 0, max_weight)``.
 
     Args:
-        base_loss: scalar base (reconstruction / NLL) loss of the generator.
+        base_loss: scalar base (reconstruction / NLL) loss of the generator, *before* any annealing
+            of its weight (taming applies it to the NLL: annealing the base loss must not shrink
+            the adversarial term with it).
         adversarial_loss: scalar adversarial loss of the generator.
         last_layer: weight tensor of the generator's last layer (a leaf that requires grad).
         max_weight: upper clamp of the weight.
@@ -46,9 +60,10 @@ def adaptive_weight(
     Returns:
         Detached scalar tensor, the weight to multiply ``adversarial_loss`` by.
     """
-    if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
-        raise ValueError("adaptive_weight: last_layer must be a tensor (parameter) that requires grad")
-    base_gradient = _last_layer_gradient(base_loss, last_layer, "base_loss")
-    adversarial_gradient = _last_layer_gradient(adversarial_loss, last_layer, "adversarial_loss")
-    weight = torch.linalg.vector_norm(base_gradient) / (torch.linalg.vector_norm(adversarial_gradient) + eps)
-    return weight.clamp(0.0, max_weight).detach()
+    base_norm, adversarial_norm = last_layer_gradient_norms(base_loss, adversarial_loss, last_layer)
+    return weight_from_norms(base_norm, adversarial_norm, max_weight, eps)
+
+
+def weight_from_norms(base_norm: Tensor, adversarial_norm: Tensor, max_weight: float = 1e4, eps: float = 1e-4) -> Tensor:
+    """``clamp(base_norm / (adversarial_norm + eps), 0, max_weight)``, detached (see :func:`adaptive_weight`)."""
+    return (base_norm / (adversarial_norm + eps)).clamp(0.0, max_weight).detach()

@@ -21,10 +21,15 @@ name               D                                           G
 ``hinge``          ``relu(1 - r) + relu(1 + f)``               ``-f``
 ``lsgan``          ``(r - 1)^2 + f^2``                         ``(f - 1)^2``
 ``wgan``           ``f - r``                                   ``-f``
+``relativistic``   ``softplus(f - r)``                         ``softplus(r - f)``
 =================  ==========================================  ==============================
 
+``relativistic`` pairs real ``i`` with fake ``i`` element by element (same shapes), so its generator
+loss needs the real logits too (constants for G): pass ``real_logits`` to :func:`generator_loss`.
+
 References: Goodfellow et al. 2014 (vanilla / non-saturating); Lim & Ye 2017 and Miyato et al.
-2018 (hinge); Mao et al. 2017 (least squares, a-b-c = 0-1-1); Arjovsky et al. 2017 (WGAN).
+2018 (hinge); Mao et al. 2017 (least squares, a-b-c = 0-1-1); Arjovsky et al. 2017 (WGAN);
+Jolicoeur-Martineau 2019 (relativistic pairing, RpGAN), the loss of R3GAN (Huang et al. 2024).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from torch import Tensor
 
 __all__ = [
     "GAN_LOSS_TYPES",
+    "PAIRED_LOSS_TYPES",
     "discriminator_accuracy",
     "discriminator_loss",
     "generator_loss",
@@ -45,6 +51,9 @@ __all__ = [
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
     "non_saturating_generator_loss",
+    "real_sign_mean",
+    "relativistic_discriminator_loss",
+    "relativistic_generator_loss",
     "vanilla_discriminator_loss",
     "vanilla_generator_loss",
     "wgan_discriminator_loss",
@@ -136,18 +145,32 @@ def wgan_generator_loss(fake_logits: Logits) -> Tensor:
     return _mean_g(fake_logits, lambda f: -f.mean())
 
 
-_CRITERIA: dict[str, tuple[Callable[[Logits, Logits], Tensor], Callable[[Logits], Tensor]]] = {
+def relativistic_discriminator_loss(real_logits: Logits, fake_logits: Logits) -> Tensor:
+    """``D = mean(softplus(f - r))`` = BCE(r - f, 1), real ``i`` paired with fake ``i`` (RpGAN, R3GAN)."""
+    return _mean_d(real_logits, fake_logits, lambda r, f: F.softplus(f - r).mean())
+
+
+def relativistic_generator_loss(fake_logits: Logits, real_logits: Logits) -> Tensor:
+    """``G = mean(softplus(r - f))`` = BCE(f - r, 1); the real logits are constants for G."""
+    return _mean_d(real_logits, fake_logits, lambda r, f: F.softplus(r.detach() - f).mean())
+
+
+_CRITERIA: dict[str, tuple[Callable[[Logits, Logits], Tensor], Callable[..., Tensor]]] = {
     "vanilla": (vanilla_discriminator_loss, vanilla_generator_loss),
     "non_saturating": (vanilla_discriminator_loss, non_saturating_generator_loss),
     "hinge": (hinge_discriminator_loss, hinge_generator_loss),
     "lsgan": (lsgan_discriminator_loss, lsgan_generator_loss),
     "wgan": (wgan_discriminator_loss, wgan_generator_loss),
+    "relativistic": (relativistic_discriminator_loss, relativistic_generator_loss),
 }
 
 GAN_LOSS_TYPES: tuple[str, ...] = tuple(_CRITERIA)
+# Criteria whose generator loss also needs the real logits.
+PAIRED_LOSS_TYPES: tuple[str, ...] = ("relativistic",)
 
 # The logit that separates "judged real" from "judged fake": 0 is sigmoid(0.5) for the BCE
 # criteria and the hinge / critic sign; LSGAN regresses to targets 0 and 1, so halfway is 0.5.
+# A relativistic D judges pairs: real i is "judged real" when it scores above fake i.
 _DECISION_THRESHOLD = {"vanilla": 0.0, "non_saturating": 0.0, "hinge": 0.0, "lsgan": 0.5, "wgan": 0.0}
 
 
@@ -171,23 +194,52 @@ def discriminator_loss(real_logits: Logits, fake_logits: Logits, loss_type: str)
     return _CRITERIA[_check_loss_type(loss_type)][0](real_logits, fake_logits)
 
 
-def generator_loss(fake_logits: Logits, loss_type: str) -> Tensor:
-    """Generator (adversarial) loss of the criterion ``loss_type``; scalar, same reduction as D."""
-    return _CRITERIA[_check_loss_type(loss_type)][1](fake_logits)
+def generator_loss(fake_logits: Logits, loss_type: str, real_logits: Logits | None = None) -> Tensor:
+    """Generator (adversarial) loss of the criterion ``loss_type``; scalar, same reduction as D.
+
+    ``real_logits`` is needed by the paired criteria (``PAIRED_LOSS_TYPES``) and ignored by the others.
+    """
+    if _check_loss_type(loss_type) in PAIRED_LOSS_TYPES:
+        if real_logits is None:
+            raise ValueError(f"loss_type {loss_type!r} pairs each fake with a real: generator_loss needs real_logits")
+        return _CRITERIA[loss_type][1](fake_logits, real_logits)
+    return _CRITERIA[loss_type][1](fake_logits)
+
+
+def _judged_real(real: Tensor, fake: Tensor, loss_type: str) -> tuple[Tensor, Tensor]:
+    """``(real − t, t − fake)``: positive where the D is right (``t`` the decision threshold)."""
+    if loss_type in PAIRED_LOSS_TYPES:
+        return real - fake, real - fake
+    threshold = _DECISION_THRESHOLD[loss_type]
+    return real - threshold, threshold - fake
 
 
 @torch.no_grad()
 def discriminator_accuracy(real_logits: Logits, fake_logits: Logits, loss_type: str) -> tuple[Tensor, Tensor]:
     """Fraction of real logits above and of fake logits below the decision threshold, for logging.
 
-    The threshold is 0 for every criterion except ``lsgan`` (0.5, halfway between its targets).
+    The threshold is 0 for every criterion except ``lsgan`` (0.5, halfway between its targets); a
+    ``relativistic`` D is right on a pair when ``r > f`` (both fractions are then that one).
     Fractions are taken per sub-discriminator over all logit elements, then averaged.
 
     Returns:
         ``(real_acc, fake_acc)``: detached scalar float tensors in ``[0, 1]``.
     """
-    threshold = _DECISION_THRESHOLD[_check_loss_type(loss_type)]
-    pairs = _paired(real_logits, fake_logits)
-    real_acc = torch.stack([(real > threshold).float().mean() for real, _ in pairs]).mean()
-    fake_acc = torch.stack([(fake < threshold).float().mean() for _, fake in pairs]).mean()
+    _check_loss_type(loss_type)
+    margins = [_judged_real(real, fake, loss_type) for real, fake in _paired(real_logits, fake_logits)]
+    real_acc = torch.stack([(real > 0).float().mean() for real, _ in margins]).mean()
+    fake_acc = torch.stack([(fake > 0).float().mean() for _, fake in margins]).mean()
     return real_acc, fake_acc
+
+
+@torch.no_grad()
+def real_sign_mean(real_logits: Logits, fake_logits: Logits, loss_type: str) -> Tensor:
+    """ADA's overfitting heuristic ``r_t = E[sign(D(real) − t)]`` (Karras et al. 2020, eq. 1), in ``[-1, 1]``.
+
+    ``t`` is the criterion's decision threshold (the paired fake for ``relativistic``); 1 means the
+    D calls every real image real with a margin, the sign of overfitting on a small data set.
+    Mean over elements per sub-discriminator, then over sub-discriminators. Detached scalar.
+    """
+    _check_loss_type(loss_type)
+    margins = [_judged_real(real, fake, loss_type)[0] for real, fake in _paired(real_logits, fake_logits)]
+    return torch.stack([margin.float().sign().mean() for margin in margins]).mean()
