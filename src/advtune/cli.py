@@ -1,23 +1,24 @@
-"""``advtune`` command line: ``train | validate-config | sample | export`` (Hydra compose + instantiate).
+"""``advtune`` command line: ``train | validate-config | sample | export | generate | evaluate``.
 
 Overrides are Hydra's: ``advtune train experiment=digits_gan trainer.max_steps=500 output_dir=runs/a``.
-Heavy libraries are imported inside the commands, so ``advtune --help`` answers at once.
+Heavy libraries are imported inside the commands, so ``advtune --help`` and ``advtune COMMAND
+--help`` answer at once. Mistakes in the input are one ``error: ...`` line on stderr (exit code 2),
+never a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
+
+from advtune.commands import COMMANDS, EXTERNAL_COMMANDS, command_help
 
 __all__ = ["main"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-COMMANDS = {
-    "train": "train a model (``ckpt_path=...`` resumes exactly)",
-    "validate-config": "compose, check and build every object of a config without training",
-    "sample": "write a sample grid (PNG) and raw samples (.npy) from ``ckpt_path=...``",
-    "export": "write what ships (generator or adapter) and the discriminator from ``ckpt_path=...``",
-}
+HELP_FLAGS = ("-h", "--help", "help")
 
 
 def config_choices() -> dict[str, list[str]]:
@@ -27,34 +28,70 @@ def config_choices() -> dict[str, list[str]]:
 
 
 def usage() -> str:
-    lines = ["usage: advtune COMMAND [key=value ...]", "", "commands:"]
-    lines += [f"  {name:<16} {text.replace('``', '')}" for name, text in COMMANDS.items()]
+    lines = ["usage: advtune COMMAND [key=value ...]    (advtune COMMAND --help for its arguments)", "", "commands:"]
+    lines += [f"  {name:<16} {text}" for name, text in COMMANDS.items()]
     lines += ["", "config groups (pick one with group=name):"]
     lines += [f"  {group:<14} {', '.join(names)}" for group, names in config_choices().items()]
     lines += ["", "examples:", "  advtune train experiment=digits_gan trainer.max_steps=500 output_dir=runs/gan",
-              "  advtune train experiment=digits_gan ckpt_path=runs/gan/checkpoints/last.ckpt",
+              "  advtune train experiment=digits_gan trainer.max_steps=1000 output_dir=runs/gan   # continues it",
               "  advtune sample ckpt_path=runs/gan/checkpoints/last.ckpt num_samples=64",
               "  advtune validate-config experiment=audio_vae discriminator=lightweight adversarial=staged",
-              "", "docs: README.md, docs/OPTIONS.md"]
+              "", "docs: README.md, docs/OPTIONS.md, docs/MULTINODE.md"]
     return "\n".join(lines)
+
+
+def _error(message: object) -> int:
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
+def _external(command: str) -> object | None:
+    """The module of ``generate``/``evaluate``, imported now; ``None`` when not installed."""
+    name = EXTERNAL_COMMANDS[command]
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    return importlib.import_module(name) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in HELP_FLAGS:
         print(usage())
         return 0
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        return _error(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}")
+    wants_help = any(arg in HELP_FLAGS for arg in overrides)
+    if command in EXTERNAL_COMMANDS:
+        module = _external(command)
+        if module is None:
+            return _error(f"`advtune {command}` is not available in this installation "
+                          f"(module {EXTERNAL_COMMANDS[command]} not found)")
+        if wants_help:
+            print(module.HELP)
+            return 0
+    elif wants_help:
+        print(command_help(command, config_choices()))
+        return 0
+
+    from advtune.console import quiet_dependencies
+
+    quiet_dependencies()  # before the dependencies print anything
     from advtune.runner import USER_ERRORS, run_command  # heavy imports start here
 
     try:
-        run_command(command, overrides)
+        if command in EXTERNAL_COMMANDS:
+            module.main(overrides)
+        else:
+            run_command(command, overrides)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is intact; re-run the same command to continue", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -2,20 +2,33 @@
 
 Every ``_target_`` is checked against an allow-list of module prefixes before anything is
 imported, also for configs read back from a checkpoint: a file never picks the code we run.
+Values are checked against the type annotations of the object they configure
+(``trainer.max_steps=abc`` is one line, not a traceback from deep inside the Trainer), and
+:func:`config_differences` names what changed between a run's stored config and a new one.
 """
 
 from __future__ import annotations
 
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["ConfigError", "compose_config", "check_targets", "ALLOWED_TARGET_PREFIXES", "CONFIG_DIR"]
+__all__ = ["ConfigError", "compose_config", "check_targets", "check_value_types", "config_differences",
+           "ALLOWED_TARGET_PREFIXES", "CONFIG_DIR", "RESUMABLE_CHANGES"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ALLOWED_TARGET_PREFIXES = ("advtune.", "torch.optim.", "torch.nn.", "diffusers.", "peft.", "lycoris.", "lightning.")
+# Keys a resumed run may change: the length of training, and what is logged, shown or saved when.
+RESUMABLE_CHANGES = (
+    "trainer.max_steps", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
+    "trainer.limit_val_batches", "trainer.num_sanity_val_steps", "output_dir", "ckpt_path", "resume", "run_name",
+    "checkpoint_every", "keep_checkpoints", "monitor", "validation_prompts",
+)
 
 
 class ConfigError(ValueError):
@@ -53,6 +66,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
         del cfg["hydra"]
         if cfg.output_dir is None:
             cfg.output_dir = f"outputs/{choices.get('experiment') or 'run'}"
+        if cfg.get("run_name") is None:
+            cfg.run_name = choices.get("experiment") or "run"
     check_targets(cfg)
     return cfg
 
@@ -107,3 +122,78 @@ def check_targets(cfg: Any, extra_prefixes: tuple[str, ...] = (), trust_config_p
                 walk(item, f"{path}[{i}]")
 
     walk(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, (DictConfig, ListConfig)) else cfg, "")
+
+
+def _accepts(annotation: Any) -> tuple[Callable[[Any], bool], str] | None:
+    """A check and a description for plain scalar annotations; ``None`` for anything else."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is bool:
+        return (lambda v: isinstance(v, bool)), "true/false"
+    if annotation is int:
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if annotation is float:
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if annotation is type(None):
+        return (lambda v: v is None), "null"
+    if origin is typing.Literal and all(isinstance(a, (str, int, float, bool)) for a in args):
+        names = {str(a) for a in args}
+        return (lambda v: str(v) in names), f"one of {', '.join(sorted(names))}"
+    if origin in (typing.Union, types.UnionType):
+        parts = [_accepts(a) for a in args]
+        if any(part is None for part in parts):
+            return None  # a member we do not check (str, list, a class): accept anything
+        return (lambda v: any(check(v) for check, _ in parts)), " or ".join(text for _, text in parts)
+    return None
+
+
+def check_value_types(values: dict[str, Any], target: Callable[..., Any], where: str) -> None:
+    """Raise :class:`ConfigError` for a value its parameter's annotation rules out.
+
+    Only scalar annotations (int, float, bool, Literal, Optional/Union of those) are checked;
+    anything else, or a target whose annotations cannot be resolved, is left to the target.
+    """
+    function = target.__init__ if isinstance(target, type) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - annotations naming types only imported for type checkers
+        return
+    for key, value in values.items():
+        if key.startswith("_") or key not in hints or value is None or isinstance(value, (dict, list)):
+            continue  # null: a placeholder the code fills in (a _partial_ node), or the target's default
+        accepted = _accepts(hints[key])
+        if accepted is not None and not accepted[0](value):
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"{name}={value!r} is not valid: expected {accepted[1]}")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat or {prefix: {}}
+    return {prefix: node}
+
+
+def config_differences(stored: Any, current: Any, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """``"key: old -> new"`` for each setting that differs, except keys under ``allowed``.
+
+    A key present on one side only counts when its value is not null (configs written before a
+    key existed still match a config that leaves it at null).
+    """
+    def flat(cfg: Any) -> dict[str, Any]:
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            try:
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+            except Exception:  # noqa: BLE001 - an interpolation that no longer resolves: compare the text
+                cfg = OmegaConf.to_container(cfg, resolve=False)
+        return _flatten(cfg)
+
+    old, new = flat(stored), flat(current)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if any(key == a or key.startswith(a + ".") for a in allowed):
+            continue
+        if old.get(key) != new.get(key):
+            changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changed

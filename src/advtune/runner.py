@@ -1,26 +1,31 @@
 """What the CLI commands do: build the objects of a config, train, sample, export, validate.
 
 ``build`` is the only place a config becomes objects; ``train(cfg)`` is also the Python entry
-point (the demo and the tests call it).
+point (the demo and the tests call it). Everything a user can get wrong is checked before the
+first step and reported as one line (:data:`USER_ERRORS`): value types, the output folder, the
+checkpoint to resume and its config, the data files, the discriminator's output contract.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from advtune.config import ConfigError, check_targets, compose_config
+from advtune.config import ConfigError, check_targets, check_value_types, compose_config
+from advtune.training.arguments import trainer_arguments
 from advtune.training.checkpoint_io import CheckpointError
 
-# Errors caused by the user's input: the CLI prints them as one line, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointError)
+# Errors caused by the user's input (or a run stopped on purpose, with its reason): the CLI prints
+# them as one line, without a traceback. Lightning's MisconfigurationException covers Trainer
+# arguments it refuses (an accelerator this machine lacks...).
+USER_ERRORS = (ConfigError, CheckpointError, MisconfigurationException, FloatingPointError)
 
-__all__ = ["Built", "build", "train", "run_command", "ConfigError", "load_run", "USER_ERRORS"]
+__all__ = ["Built", "build", "train", "run_command", "ConfigError", "load_run", "check_config_types", "USER_ERRORS"]
 
 
 @dataclass
@@ -44,6 +49,7 @@ def build(cfg: DictConfig, with_data: bool = True) -> Built:
             cause = err.__cause__ or err
             raise ConfigError(f"cannot build '{name}' ({node.get('_target_')}): {str(cause).splitlines()[0]}") from None
 
+    check_config_types(cfg)
     task = make(cfg.task, "task")
     use_adversarial = bool(cfg.module.get("use_adversarial", True))
     discriminator = None
@@ -63,6 +69,25 @@ def build(cfg: DictConfig, with_data: bool = True) -> Built:
     module.run_config = OmegaConf.to_yaml(cfg)
     _initialise_players(cfg, module)
     return Built(module, make(cfg.data, "data") if with_data else None)
+
+
+def check_config_types(node: Any, path: str = "") -> None:
+    """Check the values of every ``_target_`` node under ``node`` against its parameters' annotations."""
+    from hydra.utils import get_object
+
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        if target is not None:
+            try:
+                obj = get_object(str(target))
+            except Exception:  # noqa: BLE001 - a target that cannot be imported is reported by instantiate
+                obj = None
+            if obj is not None:
+                values = OmegaConf.to_container(node, resolve=True)
+                check_value_types({k: v for k, v in values.items() if not isinstance(v, dict)}, obj, path)
+        for key, value in node.items():
+            if isinstance(value, DictConfig):
+                check_config_types(value, f"{path}.{key}" if path else str(key))
 
 
 def _initialise_players(cfg: DictConfig, module: Any) -> None:
@@ -86,49 +111,85 @@ def _initialise_players(cfg: DictConfig, module: Any) -> None:
         generator.load_state_dict(load_model(cfg.init_generator).state_dict())
 
 
+def _set_up_data(datamodule: Any) -> None:
+    """Run the data module's ``setup`` now (Lightning's later call finds it done): missing folders
+    and unreadable files are reported before the Trainer starts."""
+    try:
+        datamodule.setup("fit")
+    except ConfigError:
+        raise
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"data ({type(datamodule).__name__}): {str(error).splitlines()[0]}") from None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train as ``cfg`` says; return the final logged metrics."""
+    """Train as ``cfg`` says; return the final logged metrics.
+
+    A new ``output_dir`` starts a run; one holding a run continues it (``resume=auto``) or is refused
+    (``resume=never``). The run ends with a validation at its last step, ``checkpoints/last.ckpt``,
+    and what ships exported into ``output_dir`` (rank 0).
+    """
+    from advtune.console import closing_lines, quiet_dependencies
+
+    quiet_dependencies()
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     from advtune.training import SafeCheckpointIO, TwoPlayerMixedPrecision
+    from advtune.training.callbacks import FinalValidation, default_callbacks
+    from advtune.training.checkpoint_io import prune_periodic_checkpoints, remove_stale_temporaries
+    from advtune.training.loggers import logging_step_of, run_loggers
+    from advtune.training.release import remove_stale_staging, write_release
+    from advtune.training.resume import find_resume_point, prepare_output_dir
+    from advtune.training.strategies import gathered_weights
 
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    # Lightning's advice for automatic optimization does not apply to the two-player step.
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
-    # Frozen parts (a VQ autoencoder under style transfer) are kept in eval mode on purpose.
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    built = build(cfg)
+    trainer_kwargs = trainer_arguments(cfg)
+    check_config_types(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    plugins: list[Any] = [SafeCheckpointIO()]
+    prepare_output_dir(out)
+    start = find_resume_point(cfg, out)
+    if rank_zero_only.rank == 0:
+        remove_stale_temporaries(out / "checkpoints")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    built = build(cfg)
+    module = built.module
+    _set_up_data(built.datamodule)
+    if rank_zero_only.rank == 0:
+        remove_stale_staging(out, getattr(module.task, "export_subdir", "export"))
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if trainer_kwargs.get("strategy") == "fsdp":  # Lightning's own refuses CPU and cannot shard the two-player step
+        from advtune.training.strategies import fsdp_strategy
+
+        trainer_kwargs["strategy"] = fsdp_strategy(module, trainer_kwargs)
+    checkpoint_io = SafeCheckpointIO()
+    plugins: list[Any] = [checkpoint_io]
     if trainer_kwargs.get("precision") == "16-mixed":
         # One loss scaler per player instead of Lightning's shared one.
         plugins.append(TwoPlayerMixedPrecision("cuda" if trainer_kwargs.get("accelerator") != "cpu" else "cpu"))
         trainer_kwargs.pop("precision")
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=int(cfg.checkpoint_every), save_last=True,
-                                 save_top_k=int(cfg.keep_checkpoints), monitor="step", mode="max")
-    trainer = L.Trainer(
-        **trainer_kwargs,
-        default_root_dir=str(out),
-        logger=[TensorBoardLogger(str(out), name="tensorboard", version=""), CSVLogger(str(out), name="", version="")],
-        callbacks=[checkpoint] + ([RichProgressBar()] if trainer_kwargs.get("enable_progress_bar", True) else []),
-        plugins=plugins,
-        use_distributed_sampler=False,  # advtune's loaders split data across ranks themselves (resumable order)
-    )
-    trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=cfg.ckpt_path)
+    note = ""
+    if start is not None:
+        checkpoint_io.preload(start.path, start.checkpoint)
+        note = f"resuming {start.path} at generator update {start.step}"
+        if start.step >= trainer_kwargs.get("max_steps", -1) > 0:
+            note += f" (max_steps={trainer_kwargs['max_steps']} already reached: nothing left to train)"
+    callbacks = default_callbacks(cfg, module, out, note=note)
+    trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(out), callbacks=callbacks, plugins=plugins,
+                        logger=run_loggers(out, logging_step_of(start.checkpoint if start else None)),
+                        use_distributed_sampler=False)  # advtune's loaders split data across ranks (resumable order)
+    trainer.fit(module, datamodule=built.datamodule, ckpt_path=str(start.path) if start else None)
     # ModelCheckpoint saves `last` only with its periodic checkpoints; the end state must be there too.
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # full state: resumable
+    final = next(c for c in callbacks if isinstance(c, FinalValidation))
+    if final.needs_validation(trainer) and trainer.enable_validation:
+        trainer.validate(module, datamodule=built.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if trainer.is_global_zero:
-        print(f"done: {trainer.global_step} generator updates, {built.module.discriminator_updates} discriminator updates")
-        print(f"  checkpoints: {out / 'checkpoints'}   samples: {out / 'samples'}   metrics: {out / 'metrics.csv'}")
-        print(f"  tensorboard --logdir {out / 'tensorboard'}")
+    with gathered_weights(module):  # FSDP: every rank takes part in gathering what rank 0 writes
+        if trainer.is_global_zero:
+            prune_periodic_checkpoints(out / "checkpoints", int(cfg.keep_checkpoints))
+            yaml = OmegaConf.to_yaml(cfg.discriminator) if cfg.get("discriminator") is not None else None
+            shipped = write_release(module, out, yaml)
+            print(closing_lines(out, trainer.global_step, module, shipped))
     return metrics
 
 
@@ -149,64 +210,59 @@ def load_run(ckpt_path: str | Path, extra_prefixes: tuple[str, ...] = ()) -> Any
     return module.eval(), cfg
 
 
-def _simple_args(overrides: list[str], allowed: dict[str, Any]) -> dict[str, Any]:
-    args = dict(allowed)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(f"unknown argument {item!r}; valid: {', '.join(f'{k}=' for k in allowed)}")
-        args[key] = type(allowed[key])(value) if allowed[key] is not None else value
-    if args.get("ckpt_path") is None:
-        raise ConfigError("ckpt_path=... is required")
-    return args
-
-
 def _prefixes(args: dict[str, Any]) -> tuple[str, ...]:
     return tuple(p for p in str(args["allowed_target_prefixes"]).split(",") if p)
 
 
 def run_command(command: str, overrides: list[str]) -> None:
+    """Run a built-in command (``generate``/``evaluate`` are dispatched by the CLI to their modules)."""
+    from advtune.commands import parse_simple_args
+
     if command == "train":
         train(compose_config(overrides))
     elif command == "validate-config":
         cfg = compose_config(overrides)
-        build(cfg)
+        trainer_kwargs = trainer_arguments(cfg)
+        module = build(cfg).module
+        if trainer_kwargs.get("strategy") == "fsdp":
+            from advtune.training.strategies import check_fsdp_support
+
+            check_fsdp_support(module, trainer_kwargs.get("precision"))
         print(f"ok: config composes and every object builds (output_dir={cfg.output_dir})")
     elif command == "sample":
-        args = _simple_args(overrides, {"ckpt_path": None, "num_samples": 64, "seed": 0, "out_dir": "samples",
-                                        "allowed_target_prefixes": ""})
-        _sample(args)
+        _sample(parse_simple_args(command, overrides))
     elif command == "export":
-        args = _simple_args(overrides, {"ckpt_path": None, "out_dir": "export", "allowed_target_prefixes": ""})
-        _export(args)
+        _export(parse_simple_args(command, overrides))
+    else:
+        raise ConfigError(f"unknown command {command!r}")
 
 
 def _sample(args: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    from advtune.visualize import save_image_grid
+    from advtune.visualize import MAX_TILES, save_image_grid
 
     module, _ = load_run(args["ckpt_path"], _prefixes(args))
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    samples = module.task.sample(int(args["num_samples"]), generator=torch.Generator().manual_seed(int(args["seed"])))
+    with module.generator_weights():
+        samples = module.task.sample(int(args["num_samples"]),
+                                     generator=torch.Generator().manual_seed(int(args["seed"])))
     np.save(out / "samples.npy", samples.float().cpu().numpy())
+    print(f"wrote {out / 'samples.npy'} ({len(samples)} samples, shape {tuple(samples.shape[1:])})")
     if samples.dim() == 4 and samples.shape[1] in (1, 3):
         save_image_grid(samples, out / "samples.png")
-    print(f"wrote {out / 'samples.npy'}" + (f" and {out / 'samples.png'}" if samples.dim() == 4 else ""))
+        shown = f"the first {MAX_TILES}" if len(samples) > MAX_TILES else "all"
+        print(f"wrote {out / 'samples.png'} ({shown} as a grid)")
 
 
 def _export(args: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from advtune.training.release import write_release
 
     module, cfg = load_run(args["ckpt_path"], _prefixes(args))
-    out = Path(args["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    path = module.task.export(out)
-    print(f"generator side: {path}")
+    yaml = OmegaConf.to_yaml(cfg.discriminator) if cfg.get("discriminator") is not None else None
+    for path in write_release(module, Path(args["out_dir"]), yaml):
+        print(f"wrote {path}")
     if module.discriminator is not None:
-        state = {k: v.detach().contiguous() for k, v in module.discriminator.state_dict().items()}
-        save_file(state, str(out / "discriminator.safetensors"))
-        (out / "discriminator.yaml").write_text(OmegaConf.to_yaml(cfg.discriminator))
-        print(f"discriminator: {out / 'discriminator.safetensors'} (reuse with init_discriminator=...)")
+        print("  the discriminator can start another run: init_discriminator=.../discriminator.safetensors")

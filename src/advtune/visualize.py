@@ -2,7 +2,9 @@
 
 ``save_image_grid`` tiles a batch into one image; ``save_side_by_side`` puts several labelled grids
 next to each other for before/after comparisons (base vs. fine-tuned, 1 vs. 8 sampling steps...).
-Small images (8×8 digits) are enlarged with nearest-neighbour upscaling so pixels stay crisp.
+Small images (8×8 digits) are enlarged with nearest-neighbour upscaling so pixels stay crisp. A grid
+shows at most ``MAX_TILES`` images, separated by a light gap that stays visible on dark and bright
+images alike; whoever needs every sample saves the array (``advtune sample`` writes a ``.npy``).
 """
 
 from __future__ import annotations
@@ -14,25 +16,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["make_image_grid", "save_image_grid", "save_side_by_side"]
+__all__ = ["make_image_grid", "save_image_grid", "save_side_by_side", "MAX_TILES"]
 
+MAX_TILES = 64  # a grid of more images is too small to look at; the first 64 are shown
 _BACKGROUND = 255  # white page between panels and behind labels
+_GAP_VALUE = 255  # white lines between tiles: digits and most samples have dark backgrounds
+_MIN_TILE_PIXELS = 32  # automatic upscaling enlarges tiles to at least this size
 _LABEL_HEIGHT = 14  # pixels of the text band above each panel (PIL's default font is ~11 px)
 
 
 def make_image_grid(
-    images: torch.Tensor, nrow: int | None = None, padding: int = 1, upscale: int = 1
+    images: torch.Tensor, nrow: int | None = None, padding: int = 1, upscale: int = 1,
+    max_tiles: int | None = MAX_TILES,
 ) -> np.ndarray:
     """Tile ``(B, C, H, W)`` images in [-1, 1] into one uint8 array ``(H', W', C)``.
 
     Args:
         images: a batch with C = 1 (grey) or 3 (RGB); values outside [-1, 1] are clipped.
         nrow: images per row (default: ``ceil(sqrt(B))``, a square-ish grid).
-        padding: pixels of black border between images (before upscaling).
+        padding: pixels of white gap around and between images (before upscaling).
         upscale: integer nearest-neighbour enlargement of the whole grid.
+        max_tiles: only the first ``max_tiles`` images are tiled (``None``: all).
 
     Returns:
-        ``(rows·(H+p)+p, nrow·(W+p)+p, C)`` uint8 array times ``upscale``.
+        ``(rows·(H+p)+p, nrow·(W+p)+p, C)`` uint8 array times ``upscale``, with
+        ``B' = min(B, max_tiles)`` tiles.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -41,6 +49,8 @@ def make_image_grid(
         raise ValueError("make_image_grid: images is an empty batch")
     if int(upscale) != upscale or upscale < 1:
         raise ValueError(f"make_image_grid: upscale must be an integer >= 1, got {upscale}")
+    if max_tiles is not None:
+        images = images[: int(max_tiles)]
     batch, channels, height, width = images.shape
     nrow = int(nrow) if nrow else math.ceil(math.sqrt(batch))
     if nrow < 1:
@@ -50,9 +60,9 @@ def make_image_grid(
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     pixels = pixels.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
 
-    grid = np.zeros(
+    grid = np.full(
         (num_rows * (height + padding) + padding, nrow * (width + padding) + padding, channels),
-        dtype=np.uint8,
+        _GAP_VALUE, dtype=np.uint8,
     )
     for index in range(batch):
         row, col = divmod(index, nrow)
@@ -73,14 +83,18 @@ def save_image_grid(
     images: torch.Tensor,
     path: str | os.PathLike,
     nrow: int | None = None,
-    upscale: int = 4,
+    upscale: int | None = None,
     padding: int = 1,
+    max_tiles: int | None = MAX_TILES,
 ) -> Path:
-    """Save ``(B, C, H, W)`` images in [-1, 1] as one PNG grid; returns the path written.
+    """Save ``(B, C, H, W)`` images in [-1, 1] as one PNG grid of at most ``max_tiles``; returns the path.
 
-    See :func:`make_image_grid` for the arguments. Parent directories are created.
+    See :func:`make_image_grid` for the arguments; ``upscale=None`` enlarges tiles to at least
+    32 pixels (8×8 digits: ×4, 16×16: ×2, 32×32 and larger: ×1). Parent directories are created.
     """
-    grid = make_image_grid(images, nrow=nrow, padding=padding, upscale=upscale)
+    if upscale is None and isinstance(images, torch.Tensor) and images.ndim == 4:
+        upscale = max(1, -(-_MIN_TILE_PIXELS // max(images.shape[-2:])))  # ceil division
+    grid = make_image_grid(images, nrow=nrow, padding=padding, upscale=upscale or 1, max_tiles=max_tiles)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _to_pil(grid).save(path)
