@@ -57,6 +57,31 @@ def peak_step_memory_mib(step) -> float:
     return peak / 2**20
 
 
+def two_player_step(task, disc, calculator, g_opt, d_opt, batch: dict) -> None:
+    """One generator update (flow matching, plus G's adversarial term when ``disc``) and one D update,
+    the order ``AdversarialModule`` runs them in, as a plain loop."""
+    out = task.generator_predict(batch)
+    loss = out.base_loss
+    if disc is not None:
+        disc.requires_grad_(False)
+        loss = calculator.compute_generator_loss(disc, out.real, out.fake, 0, base_loss=out.base_loss, **out.cond)["loss"]
+        disc.requires_grad_(True)
+    g_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    g_opt.step()
+    if disc is None:
+        return
+    g_params = list(task.trainable_parameters())
+    for p in g_params:
+        p.requires_grad_(False)
+    d_loss = calculator.compute_discriminator_loss(disc, out.real.detach(), out.fake.detach(), 0, **out.cond)["loss"]
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_opt.step()
+    for p in g_params:
+        p.requires_grad_(True)
+
+
 def run_one(config: str, steps: int, warmup: int, batch: int, size: int, threads: int) -> dict:
     """Set up one configuration, time its steps, measure its memory; runs inside a child process."""
     import torch
@@ -83,27 +108,7 @@ def run_one(config: str, steps: int, warmup: int, batch: int, size: int, threads
     d_opt = torch.optim.Adam(disc.parameters(), lr=2e-4) if disc is not None else None
 
     def step() -> None:
-        out = task.generator_predict({"latents": latents})
-        if disc is None:
-            loss = out.base_loss
-        else:
-            for p in disc.parameters():
-                p.requires_grad_(False)
-            loss = calculator.compute_generator_loss(disc, out.real, out.fake, 0, base_loss=out.base_loss, **out.cond)["loss"]
-            for p in disc.parameters():
-                p.requires_grad_(True)
-        g_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        g_opt.step()
-        if disc is not None:
-            for p in g_params:
-                p.requires_grad_(False)
-            d_loss = calculator.compute_discriminator_loss(disc, out.real.detach(), out.fake.detach(), 0, **out.cond)["loss"]
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            for p in g_params:
-                p.requires_grad_(True)
+        two_player_step(task, disc, calculator, g_opt, d_opt, {"latents": latents})
 
     for _ in range(warmup):
         step()

@@ -115,3 +115,31 @@ def tiny_gan_overrides(out: Path, **extra: object) -> list[str]:
 @pytest.fixture
 def gan_overrides():
     return tiny_gan_overrides
+
+
+def write_captioned_folder(folder: Path, sizes=((64, 32), (64, 32), (32, 64), (32, 64), (48, 48), (48, 48))) -> Path:
+    """Random images of several aspect ratios; even-numbered ones captioned by a .txt beside them."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (width, height) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+        if i % 2 == 0:
+            (folder / f"img{i}.txt").write_text(f"photo {i}, sks style")
+    return folder
+
+
+@pytest.fixture
+def captioned_folder():
+    """Factory ``(folder, sizes=...) -> folder`` of captioned images for ``data=image_folder``."""
+    return write_captioned_folder
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_snapshot(tmp_path_factory):
+    """A FLUX.1-layout snapshot with tiny random weights (scripts/make_tiny_flux_snapshot.py), built once."""
+    from advtune.models.flux_snapshot import write_tiny_flux_snapshot
+
+    return write_tiny_flux_snapshot(tmp_path_factory.mktemp("flux") / "FLUX.1-tiny")

@@ -18,6 +18,7 @@ list of names: a module is targeted when its qualified name equals an entry or e
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -38,12 +39,14 @@ __all__ = [
 ]
 
 ADAPTER_TYPES: tuple[str, ...] = ("none", "lora", "lycoris_lora", "lokr", "loha")
-#: Attention and feed-forward projections of both Flux block types (those of diffusers' Flux scripts).
+#: Attention and feed-forward projections of both Flux block types (those of diffusers' Flux scripts),
+#: plus ``proj_out``: the single blocks' output projections and the transformer's output layer, whose
+#: LoRA ``B`` is the generator's last layer for the adaptive weight (taming-transformers).
 FLUX_LORA_TARGET_MODULES: tuple[str, ...] = (
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-    "proj_mlp",
+    "proj_mlp", "proj_out",
 )
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 LYCORIS_WEIGHTS_NAME = "lycoris_weights.safetensors"
@@ -100,7 +103,9 @@ def add_adapter(
 
         config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=float(dropout),
                             target_modules=targets, init_lora_weights=True)
-        model.add_adapter(config)
+        with warnings.catch_warnings():  # an 8-bit (torchao) base cannot merge the LoRA: advtune never merges
+            warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated", category=UserWarning)
+            model.add_adapter(config)
         return None
     return _add_lycoris(model, adapter_type, int(rank), float(alpha), float(dropout), matched, lokr_factor)
 

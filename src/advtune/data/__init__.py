@@ -21,6 +21,10 @@ from advtune.data.audio_synthetic import SyntheticAudioDataset, synthesize_clip 
 
 __all__ += ["AudioDataModule", "AudioFolderDataset", "SyntheticAudioDataset", "resample", "synthesize_clip"]
 
+from advtune.data.speech import SPEECH_DIR, SpeechDataModule  # noqa: E402
+
+__all__ += ["SPEECH_DIR", "SpeechDataModule"]
+
 from advtune.data.latents import (  # noqa: E402
     AutoencoderKLCodec,
     DigitsLatentDataModule,

@@ -56,18 +56,22 @@ class AutoencoderKLCodec:
     Args:
         local_dir: directory saved with ``save_pretrained`` (or a pipeline snapshot with ``subfolder="vae"``).
         subfolder: sub-directory holding ``config.json``.
-        device: where the VAE runs while encoding / decoding.
+        device: where the VAE runs while encoding; ``decode`` moves it to the latents' device first,
+            so under DDP each rank decodes on the device Lightning gave it.
+        dtype: weight dtype (``"float32"``, ``"bfloat16"``, ``"float16"``).
     """
 
-    def __init__(self, local_dir: str | Path, subfolder: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, local_dir: str | Path, subfolder: str | None = None, device: str = "cpu",
+                 dtype: str = "float32") -> None:
         from diffusers import AutoencoderKL
 
         from advtune.models.flux import check_pretrained_dir
 
         model_dir = check_pretrained_dir(local_dir, subfolder, "AutoencoderKL", "AutoencoderKL")
-        self.vae = AutoencoderKL.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+        self.vae = AutoencoderKL.from_pretrained(str(model_dir), local_files_only=True, torch_dtype=getattr(torch, dtype))
+        self.vae = self.vae.to(device).eval()
         self.vae.requires_grad_(False)
-        self.device = device
+        self.device = torch.device(device)
         config = self.vae.config
         self.scaling_factor = float(config.scaling_factor)
         self.shift_factor = float(config.shift_factor or 0.0)
@@ -83,8 +87,10 @@ class AutoencoderKLCodec:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents → ``(B, 3, H, W)`` images in [-1, 1]."""
-        z = latents.to(self.device, self.vae.dtype) / self.scaling_factor + self.shift_factor
+        """Normalised latents → ``(B, 3, H, W)`` images in [-1, 1], on CPU."""
+        if latents.device != self.device:
+            self.vae, self.device = self.vae.to(latents.device), latents.device
+        z = latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor
         return self.vae.decode(z).sample.float().clamp(-1.0, 1.0).cpu()
 
 
@@ -126,7 +132,10 @@ class _LatentDataModule(lightning.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
-        return DataLoader(self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        # Its own generator: starting a loader draws a seed, and validation must not move training's RNG
+        # (an extra final validation would otherwise change the run after a resume).
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))
 
 
 class DigitsLatentDataModule(_LatentDataModule):
@@ -174,7 +183,7 @@ class ImageFolderLatentDataModule(_LatentDataModule):
     """Images of a folder, encoded once by an ``AutoencoderKL`` and cached as safetensors.
 
     ``setup`` checks every image first (an unreadable file fails with one line naming it, before
-    any training), then loads ``cache_dir/latents-<key>.safetensors`` or encodes and writes it. The
+    any training; ``skip_bad_files=True`` leaves such files out with a warning), then loads ``cache_dir/latents-<key>.safetensors`` or encodes and writes it. The
     key hashes the file names, sizes and modification times, the resolution and the VAE config, so
     a changed folder or VAE is re-encoded and an unchanged one never is.
 
@@ -190,12 +199,14 @@ class ImageFolderLatentDataModule(_LatentDataModule):
         encode_batch_size: images per VAE forward while building the cache.
         vae_subfolder: sub-directory of ``vae_path`` holding the VAE.
         device: where the VAE runs while encoding.
+        skip_bad_files: ``False``: an unreadable image stops the run before training, named;
+            ``True``: it is left out, with a warning that counts and names the skipped files.
     """
 
     def __init__(self, image_dir: str | None, vae_path: str | None, resolution: int = 256, cache_dir: str | None = None,
                  prompt_embeds_path: str | None = None, batch_size: int = 4, num_workers: int = 0,
                  seed: int = 0, val_fraction: float = 0.1, encode_batch_size: int = 8,
-                 vae_subfolder: str | None = None, device: str = "cpu") -> None:
+                 vae_subfolder: str | None = None, device: str = "cpu", skip_bad_files: bool = False) -> None:
         super().__init__(batch_size, num_workers, seed)
         for name, value in (("image_dir", image_dir), ("vae_path", vae_path)):
             if not value:
@@ -213,6 +224,7 @@ class ImageFolderLatentDataModule(_LatentDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.image_dir / ".advtune_cache"
         self.prompt_embeds_path = prompt_embeds_path
         self.encode_batch_size = int(encode_batch_size)
+        self.skip_bad_files = bool(skip_bad_files)
 
     def image_files(self) -> list[Path]:
         """Sorted image files of the folder (cache directory excluded)."""
@@ -233,8 +245,11 @@ class ImageFolderLatentDataModule(_LatentDataModule):
         """Latents ``(N, C, h, w)`` of every image, from the cache when it is current."""
         from safetensors.torch import load_file, save_file
 
-        files = self.image_files()
-        images = [_load_image(path, self.resolution) for path in files]  # checks every file first
+        from advtune.data.scan import scan_files
+
+        loaded = scan_files(self.image_files(), lambda path: _load_image(path, self.resolution),
+                            self.skip_bad_files, where=f"data.image_dir {self.image_dir}")  # every file, first
+        files, images = [path for path, _ in loaded], [image for _, image in loaded]
         codec = AutoencoderKLCodec(self.vae_path, self.vae_subfolder, self.device)
         if self.resolution % (2 * codec.downsample_factor):
             raise ValueError(f"resolution {self.resolution} must be a multiple of {2 * codec.downsample_factor} "

@@ -65,7 +65,8 @@ class ResumableDataLoader(DataLoader):
         epoch, start = self._next_epoch, self._start
         self._next_epoch, self._start = epoch + 1, 0
         self._epoch, self._yielded = epoch, start
-        self._order.epoch, self._order.skip = epoch, start * self.batch_size
+        # A batch sampler (batch_size None, e.g. advtune.data.buckets) skips whole batches.
+        self._order.epoch, self._order.skip = epoch, start * (self.batch_size or 1)
         for batch in super().__iter__():
             self._yielded += 1
             yield batch

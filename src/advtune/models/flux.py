@@ -34,6 +34,7 @@ __all__ = [
     "latent_image_ids",
     "validate_latents",
     "null_prompt",
+    "compute_dtype",
     "predict_velocity",
 ]
 
@@ -197,6 +198,12 @@ def null_prompt(
     return prompt, pooled
 
 
+def compute_dtype(transformer: torch.nn.Module) -> torch.dtype:
+    """The dtype the transformer computes in: that of its input embedder's (base) weight."""
+    layer = transformer.x_embedder
+    return getattr(layer, "base_layer", layer).weight.dtype
+
+
 def predict_velocity(
     transformer: torch.nn.Module,
     noisy_latents: torch.Tensor,
@@ -215,21 +222,25 @@ def predict_velocity(
         prompt_embeds: ``(B, S, joint_attention_dim)``.
         pooled_prompt_embeds: ``(B, pooled_projection_dim)``.
         guidance_scale: embedded guidance, used only when ``config.guidance_embeds`` is set.
+
+    Inputs are cast to the base's dtype (:func:`compute_dtype`: bfloat16 for a bf16 or 8-bit
+    FLUX.1 base) and ``v̂`` is returned in the dtype of ``noisy_latents``, so float32 latents and
+    losses work over any base.
     """
     batch, _, height, width = noisy_latents.shape
-    dtype, device = noisy_latents.dtype, noisy_latents.device
+    dtype, device = compute_dtype(transformer), noisy_latents.device
     guidance = None
     if transformer.config.guidance_embeds:
         guidance = torch.full((batch,), float(guidance_scale), device=device, dtype=torch.float32)
     text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=dtype)
     tokens = transformer(
-        hidden_states=pack_latents(noisy_latents),
-        encoder_hidden_states=prompt_embeds,
-        pooled_projections=pooled_prompt_embeds,
+        hidden_states=pack_latents(noisy_latents).to(dtype),
+        encoder_hidden_states=prompt_embeds.to(dtype),
+        pooled_projections=pooled_prompt_embeds.to(dtype),
         timestep=sigmas.to(dtype),
         img_ids=latent_image_ids(height, width, device, dtype),
         txt_ids=text_ids,
         guidance=guidance,
         return_dict=False,
     )[0]
-    return unpack_latents(tokens, height, width)
+    return unpack_latents(tokens, height, width).to(noisy_latents.dtype)

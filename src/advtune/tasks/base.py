@@ -56,7 +56,16 @@ class AdversarialTask(nn.Module, abc.ABC):
 
     Subclasses implement :meth:`generator_predict`, :meth:`sample` and :meth:`export`; the
     defaults of the other hooks suit most jobs.
+
+    Attributes:
+        export_subdir: folder of ``output_dir`` that receives the periodic exports
+            (``<export_subdir>/stepNNNNNN/``); the final export goes to ``output_dir`` itself.
+        validation_images: a task may fill this dict (name -> ``(C, H, W)`` float in [0, 1],
+            C = 1 or 3) in :meth:`validation_epoch_end`; the run sends them to TensorBoard, then
+            empties it.
     """
+
+    export_subdir: str = "export"
 
     @abc.abstractmethod
     def generator_predict(self, batch: Any) -> TaskOutput:
