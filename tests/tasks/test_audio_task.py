@@ -44,6 +44,38 @@ def test_generator_predict_weighted_base_losses():
         task.generator_predict({"audio": torch.randn(256)})
 
 
+def test_mel_weight_adds_the_weighted_mel_loss():
+    from advtune.losses.reconstruction import mel_distance
+
+    audio = torch.randn(2, 1, 512)
+    plain, mel = tiny_task(), tiny_task(mel_weight=10.0, mel_fft_sizes=[128, 256])
+    mel.vae.load_state_dict(plain.vae.state_dict())
+    assert "recon_mel" not in plain.generator_predict({"audio": audio}).base_losses
+    out = mel.generator_predict({"audio": audio})
+    torch.testing.assert_close(out.base_losses["recon_mel"],
+                               10.0 * mel_distance(out.fake, audio, 8000, n_ffts=(128, 256)))
+    out.base_losses["recon_mel"].backward()
+    assert mel.vae.output_conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="task.mel_weight must be >= 0"):
+        tiny_task(mel_weight=-1.0)
+
+
+def test_init_generator_loads_an_exported_vae_into_the_task(tmp_path):
+    from advtune.config import compose_config
+    from advtune.runner import _initialise_players, build
+
+    source = tiny_task()
+    exported = source.export(tmp_path)
+    cfg = compose_config(["experiment=audio_vae_speech", f"init_generator={exported}", "task.vae.base_channels=4",
+                          "task.vae.channel_mults=[1,2]", "task.vae.strides=[2,4]", "task.vae.latent_dim=2",
+                          "task.vae.kernel_size=3", "task.vae.dilations=[1]"])
+    module = build(cfg, with_data=False).module
+    assert module.task.generator is module.task.vae
+    _initialise_players(cfg, module)
+    for name, value in source.vae.state_dict().items():
+        torch.testing.assert_close(module.task.vae.state_dict()[name], value)
+
+
 def test_validation_logs_metrics_and_writes_wavs_and_png(tmp_path):
     task = tiny_task(num_val_examples=2).eval()
     metrics = task.validation_step({"audio": torch.randn(3, 1, 400)})
@@ -100,9 +132,11 @@ def test_standalone_calculator_with_encodec_discriminator():
 
 
 def test_lightning_fit_trains_both_players_and_checkpoint_converts(tmp_path):
+    from advtune.schedule import PhaseSchedule
+
     torch.manual_seed(0)
     task, disc = tiny_task(), tiny_disc()
-    module = AudioVAEModule(task, disc)
+    module = AudioVAEModule(task, disc, schedule=PhaseSchedule(discriminator_every=2))
     g_before = [p.detach().clone() for p in task.vae.parameters()]
     d_before = [p.detach().clone() for p in disc.parameters()]
     data = torch.utils.data.DataLoader([{"audio": torch.randn(1, 256)} for _ in range(4)], batch_size=2)
@@ -112,6 +146,7 @@ def test_lightning_fit_trains_both_players_and_checkpoint_converts(tmp_path):
     trainer.fit(module, data)
     assert all(not torch.equal(a, b) for a, b in zip(g_before, task.vae.parameters()) if b.requires_grad)
     assert any(not torch.equal(a, b) for a, b in zip(d_before, disc.parameters()))
+    assert (trainer.global_step, module.discriminator_updates) == (2, 1)  # D on every 2nd batch
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     vae = load_from_lightning_checkpoint(tmp_path / "run.ckpt")
     audio = torch.randn(1, 1, 256)
@@ -134,3 +169,64 @@ def test_hydra_presets_compose_and_build():
     default = compose_config(["experiment=audio_vae"])
     assert default.discriminator.use_msd and default.adversarial.warmup_steps == 0
     assert default.adversarial.feature_matching_weight == 10.0
+
+
+def test_discriminator_crop_is_one_window_of_real_and_fake_with_full_base_losses():
+    audio = torch.randn(3, 1, 400)
+    full, cropped = tiny_task(), tiny_task(discriminator_crop_seconds=0.01)  # 80 samples at 8 kHz
+    cropped.vae.load_state_dict(full.vae.state_dict())
+    torch.manual_seed(0)
+    out_full = full.generator_predict({"audio": audio})
+    torch.manual_seed(0)
+    out = cropped.generator_predict({"audio": audio})
+    assert out.real.shape == out.fake.shape == (3, 1, 80)
+    for name in out.base_losses:  # the reconstruction losses still see the whole clip
+        torch.testing.assert_close(out.base_losses[name], out_full.base_losses[name])
+    offsets = set()
+    for i in range(3):  # real and fake are the same window of each clip
+        start = next(s for s in range(321) if torch.equal(audio[i, :, s:s + 80], out.real[i]))
+        torch.testing.assert_close(out.fake[i], out_full.fake[i, :, start:start + 80])
+        offsets.add(start)
+    assert len(offsets) > 1  # one offset per clip
+    out.fake.sum().backward()
+    assert cropped.vae.output_conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="discriminator_crop_seconds"):
+        tiny_task(discriminator_crop_seconds=0.0)
+
+
+def test_validation_logs_pesq_and_stoi_when_asked():
+    from advtune.data.speech import SpeechDataModule
+
+    vae = AudioVAE(in_channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=2,
+                   kernel_size=3, dilations=[1])
+    task = AudioVAETask(vae, sample_rate=16000, stft_fft_sizes=[128], perceptual_metrics=True).eval()
+    data = SpeechDataModule(val_seconds=1.0, val_batch_size=2)
+    metrics = task.validation_step(next(iter(data.val_dataloader())))
+    assert {"val/pesq", "val/stoi"} <= set(metrics)
+    assert 1.0 <= metrics["val/pesq"] <= 4.65 and 0.0 <= metrics["val/stoi"] <= 1.0
+
+
+def test_speech_experiment_trains_then_evaluate_writes_the_table(tmp_path, capsys):
+    import json
+
+    from advtune import evaluate
+    from advtune.config import ConfigError, compose_config
+    from advtune.runner import train
+
+    cfg = compose_config(["experiment=audio_vae_speech", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
+                          "schedule.adversarial_start_step=1", "schedule.discriminator_warmup_steps=0",
+                          "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
+                          "data.val_seconds=1.0", "data.crops_per_clip=1"])
+    assert cfg.task.perceptual_metrics and cfg.data._target_.endswith("SpeechDataModule")
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evaluate.main([f"ckpt_path={ckpt}", "data=speech", "max_clips=2", f"out_dir={tmp_path / 'eval'}"])
+    results = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert results["num_clips"] == 2 and results["sample_rate"] == 16000
+    assert set(results["mean"]) == {"stft_distance", "mel_distance", "si_sdr", "pesq", "stoi", "recon_l1"}
+    assert "| stft_distance ↓ |" in capsys.readouterr().out
+    assert (tmp_path / "eval" / "recon_01.wav").exists() and (tmp_path / "eval" / "spectrogram.png").exists()
+    with pytest.raises(ConfigError, match="unknown argument 'clips=2'"):
+        evaluate.main([f"ckpt_path={ckpt}", "clips=2"])
+    with pytest.raises(ConfigError, match="ckpt_path=... is required"):
+        evaluate.main([])

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from advtune.data.audio_synthetic import SyntheticAudioDataset
 from advtune.data.loader import ResumableDataLoader
+from advtune.data.scan import scan_files
 
-__all__ = ["resample", "AudioFolderDataset", "AudioDataModule", "AUDIO_EXTENSIONS"]
+__all__ = ["resample", "AudioFolderDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "check_audio_file"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -96,6 +97,18 @@ class AudioFolderDataset(Dataset):
         return {"audio": torch.from_numpy(np.ascontiguousarray(self._read(self.files[index])))}
 
 
+def check_audio_file(path: Path, channels: int) -> int:
+    """Open ``path`` as training will (header, channel mapping, first samples); return its frames."""
+    import soundfile
+
+    info = soundfile.info(str(path))
+    if info.frames <= 0:
+        raise ValueError("no audio frames")
+    audio, _ = soundfile.read(str(path), frames=1024, dtype="float32", always_2d=True)
+    _match_channels(audio.T, channels, path)
+    return int(info.frames)
+
+
 def _list_audio(root: Path) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"data.root {root} is not a directory")
@@ -120,12 +133,15 @@ class AudioDataModule(lightning.LightningDataModule):
         num_val_clips: synthetic validation clips.
         include_speech: add espeak-ng speech to the synthetic set when the binary exists.
         seed: split and shuffle seed, and the synthetic clips' seed.
+        skip_bad_files: every file of ``root`` is opened before training; an unreadable one is an
+            error naming it (``False``), or left out with a warning and a count (``True``).
     """
 
     def __init__(self, root: str | None = None, sample_rate: int = 8000,
                  segment_seconds: float = 0.25, channels: int = 1, batch_size: int = 8,
                  num_workers: int = 0, val_fraction: float = 0.1, num_train_clips: int = 256,
-                 num_val_clips: int = 16, include_speech: bool = True, seed: int = 0) -> None:
+                 num_val_clips: int = 16, include_speech: bool = True, seed: int = 0,
+                 skip_bad_files: bool = False) -> None:
         super().__init__()
         if channels not in (1, 2):
             raise ValueError(f"data.channels must be 1 or 2, got {channels}")
@@ -141,6 +157,7 @@ class AudioDataModule(lightning.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.num_train_clips, self.num_val_clips = int(num_train_clips), int(num_val_clips)
         self.include_speech = bool(include_speech)
+        self.skip_bad_files = bool(skip_bad_files)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -156,7 +173,8 @@ class AudioDataModule(lightning.LightningDataModule):
                 self.num_val_clips, self.length, self.sample_rate, self.channels,
                 self.seed + 1_000_003)
             return
-        files = _list_audio(self.root)
+        files = [path for path, _ in scan_files(_list_audio(self.root), lambda p: check_audio_file(p, self.channels),
+                                                self.skip_bad_files, where=f"data.root {self.root}")]
         order = np.random.default_rng(self.seed).permutation(len(files))
         num_val = int(round(self.val_fraction * len(files)))
         if self.val_fraction > 0 and len(files) > 1:

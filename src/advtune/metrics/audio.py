@@ -5,6 +5,10 @@
 * SI-SDR (Le Roux et al. 2019, "SDR – half-baked or well done?", eq. 3): with zero-mean ``s``
   (reference) and ``ŝ``, ``α = <ŝ, s> / ||s||²`` and
   ``SI-SDR = 10 log10(||α s||² / ||α s - ŝ||²)`` dB, per channel, averaged (higher is better).
+* PESQ (ITU-T P.862.2 wide-band at 16 kHz, P.862 narrow-band at 8 kHz; the ``pesq`` package),
+  MOS-LQO from about 1.0 to 4.64 (higher is better); an objective speech-quality score.
+* STOI (Taal et al. 2011, the ``pystoi`` package): short-time objective intelligibility, 0 to 1
+  (higher is better).
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from torch import Tensor
 
 from advtune.losses.reconstruction import mel_distance, multi_resolution_stft_loss, stft_magnitude
 
-__all__ = ["si_sdr", "stft_distance", "mel_distance", "audio_metrics", "save_spectrogram_comparison"]
+__all__ = ["si_sdr", "stft_distance", "mel_distance", "pesq_score", "stoi_score", "audio_metrics",
+           "save_spectrogram_comparison"]
+
+_PESQ_MODES = {16000: "wb", 8000: "nb"}
 
 
 @torch.no_grad()
@@ -44,15 +51,55 @@ def stft_distance(pred: Tensor, target: Tensor, fft_sizes: Sequence[int] = (512,
                                       list(fft_sizes))
 
 
+def _signals(pred: Tensor, target: Tensor, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(..., T)`` tensors as float64 ``(N, T)`` arrays, one row per signal."""
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: pred shape {tuple(pred.shape)} != target shape "
+                         f"{tuple(target.shape)}")
+    flat = [x.detach().reshape(-1, x.shape[-1]).double().cpu().numpy() for x in (pred, target)]
+    return flat[0], flat[1]
+
+
+def pesq_score(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
+    """Mean PESQ MOS-LQO over the signals of ``(..., T)`` (wide-band at 16 kHz, narrow at 8 kHz).
+
+    A signal PESQ cannot score (no speech found in the reference) is left out of the mean;
+    the result is NaN when no signal could be scored.
+    """
+    from pesq import PesqError, pesq
+
+    if sample_rate not in _PESQ_MODES:
+        raise ValueError(f"pesq_score: PESQ needs 16000 (wide-band) or 8000 Hz (narrow-band) "
+                         f"audio, got {sample_rate} Hz")
+    scores = [pesq(sample_rate, ref, deg, _PESQ_MODES[sample_rate], on_error=PesqError.RETURN_VALUES)
+              if np.abs(ref).max() > 0 else -1.0  # pesq divides by the peak: skip silence
+              for deg, ref in zip(*_signals(pred, target, "pesq_score"))]
+    valid = [s for s in scores if s >= 0]  # errors come back as negative codes
+    return torch.tensor(float(np.mean(valid)) if valid else float("nan"))
+
+
+def stoi_score(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
+    """Mean STOI over the signals of ``(..., T)`` (``pystoi``; resampled to 10 kHz inside)."""
+    from pystoi import stoi
+
+    scores = [stoi(ref, deg, sample_rate) for deg, ref in zip(*_signals(pred, target, "stoi_score"))]
+    return torch.tensor(float(np.mean(scores)))
+
+
 @torch.no_grad()
-def audio_metrics(pred: Tensor, target: Tensor, sample_rate: int, prefix: str = "val/"
-                  ) -> dict[str, Tensor]:
-    """``{prefix+"stft_distance", prefix+"mel_distance", prefix+"si_sdr"}`` for one batch."""
-    return {
+def audio_metrics(pred: Tensor, target: Tensor, sample_rate: int, prefix: str = "val/",
+                  perceptual: bool = False) -> dict[str, Tensor]:
+    """``stft_distance``, ``mel_distance``, ``si_sdr`` (and ``pesq``, ``stoi`` when
+    ``perceptual``), each ``prefix + name``, for one batch ``(B, C, T)``."""
+    metrics = {
         f"{prefix}stft_distance": stft_distance(pred, target),
         f"{prefix}mel_distance": mel_distance(pred, target, sample_rate).detach(),
         f"{prefix}si_sdr": si_sdr(pred, target),
     }
+    if perceptual:
+        metrics[f"{prefix}pesq"] = pesq_score(pred, target, sample_rate)
+        metrics[f"{prefix}stoi"] = stoi_score(pred, target, sample_rate)
+    return metrics
 
 
 def save_spectrogram_comparison(path: str | Path, real: Tensor, fake: Tensor, sample_rate: int,

@@ -1,10 +1,15 @@
 """Audio VAE job: the generator is an encoder + decoder, real is audio, fake its reconstruction.
 
 Base losses (each multiplied by its weight here, per the task contract): L1 on waveforms,
-multi-resolution STFT loss (Yamamoto et al. 2020) and KL (Kingma & Welling 2014). The adversarial
+multi-resolution STFT loss (Yamamoto et al. 2020), KL (Kingma & Welling 2014) and, with
+``mel_weight > 0``, the L1 distance of log-mel spectrograms (HiFi-GAN's mel loss). The adversarial
 part (an :class:`~advtune.discriminators.EnCodecDiscriminator` with feature matching) is added by
-the engine. Validation logs STFT distance, mel distance and SI-SDR, and writes a few
-reconstructions as WAV plus a spectrogram comparison PNG.
+the engine. Validation logs STFT distance, mel distance and SI-SDR (plus PESQ and STOI with
+``perceptual_metrics``), and writes a few reconstructions as WAV plus a spectrogram comparison PNG.
+
+``discriminator_crop_seconds`` shows the discriminator a shorter random window of each clip than
+the reconstruction losses see (real and fake cropped at the same offset), as codec trainers do to
+make the discriminator affordable: its cost grows with the samples it sees.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from torch import Tensor
 from advtune.losses.reconstruction import (
     kl_divergence,
     l1_waveform_loss,
+    mel_distance,
     multi_resolution_stft_loss,
 )
 from advtune.metrics.audio import audio_metrics, save_spectrogram_comparison
 from advtune.models.audio_vae import AudioVAE
 from advtune.tasks.base import AdversarialTask, TaskOutput
 
-__all__ = ["AudioVAETask"]
+__all__ = ["AudioVAETask", "random_crop_pair"]
 
 
 def _audio(batch: Any) -> Tensor:
@@ -37,6 +43,17 @@ def _audio(batch: Any) -> Tensor:
     return audio
 
 
+def random_crop_pair(real: Tensor, fake: Tensor, length: int | None) -> tuple[Tensor, Tensor]:
+    """The same random ``length``-sample window of ``real`` and ``fake`` ``(B, C, T)``, one offset
+    per clip (torch's RNG); both unchanged when ``length`` is ``None`` or ``>= T``."""
+    total = real.shape[-1]
+    if length is None or length >= total:
+        return real, fake
+    offsets = torch.randint(0, total - length + 1, (real.shape[0], 1, 1), device=real.device)
+    index = (offsets + torch.arange(length, device=real.device)).expand(-1, real.shape[1], -1)
+    return real.gather(-1, index), fake.gather(-1, index)
+
+
 class AudioVAETask(AdversarialTask):
     """Generator side of the audio VAE.
 
@@ -46,25 +63,35 @@ class AudioVAETask(AdversarialTask):
         l1_weight: weight of ``recon_l1``.
         stft_weight: weight of ``recon_stft``.
         kl_weight: weight of ``kl`` (per latent element; see ``kl_divergence``).
+        mel_weight: weight of ``recon_mel``, the ``log10`` mel L1 of
+            :func:`~advtune.losses.reconstruction.mel_distance` (0: not computed). HiFi-GAN's 45 on
+            a natural-log mel is about 100 here (``ln 10`` = 2.30).
+        mel_fft_sizes: FFT sizes of ``recon_mel`` (64 mel bands, hop ``n_fft/4``).
         stft_fft_sizes: FFT sizes of the STFT loss.
         stft_hop_sizes: hops (default ``n_fft // 4``).
         stft_win_lengths: windows (default ``n_fft``).
         encoder_frozen: train the decoder only (e.g. to fine-tune it adversarially).
         num_val_examples: reconstructions written as WAV at each validation.
         sample_seconds: duration of :meth:`sample` outputs.
+        perceptual_metrics: also log ``val/pesq`` and ``val/stoi`` (speech at 16 or 8 kHz).
+        discriminator_crop_seconds: the discriminator sees this long a random window of each clip
+            (same offset for real and fake); ``None``: the whole clip.
     """
 
     def __init__(self, vae: AudioVAE, sample_rate: int, l1_weight: float = 1.0,
-                 stft_weight: float = 1.0, kl_weight: float = 1e-4,
+                 stft_weight: float = 1.0, kl_weight: float = 1e-4, mel_weight: float = 0.0,
+                 mel_fft_sizes: Sequence[int] = (512,),
                  stft_fft_sizes: Sequence[int] = (512, 256, 128),
                  stft_hop_sizes: Sequence[int] | None = None,
                  stft_win_lengths: Sequence[int] | None = None, encoder_frozen: bool = False,
-                 num_val_examples: int = 3, sample_seconds: float = 0.5) -> None:
+                 num_val_examples: int = 3, sample_seconds: float = 0.5,
+                 perceptual_metrics: bool = False,
+                 discriminator_crop_seconds: float | None = None) -> None:
         super().__init__()
         if not isinstance(vae, AudioVAE):
             raise TypeError(f"AudioVAETask: vae must be an AudioVAE, got {type(vae).__name__}")
         for name, weight in (("l1_weight", l1_weight), ("stft_weight", stft_weight),
-                             ("kl_weight", kl_weight)):
+                             ("kl_weight", kl_weight), ("mel_weight", mel_weight)):
             if weight < 0:
                 raise ValueError(f"task.{name} must be >= 0, got {weight}")
         self.vae = vae
@@ -72,6 +99,9 @@ class AudioVAETask(AdversarialTask):
         self.sample_rate = int(sample_rate)
         self.weights = {"recon_l1": float(l1_weight), "recon_stft": float(stft_weight),
                         "kl": float(kl_weight)}
+        if mel_weight > 0:
+            self.weights["recon_mel"] = float(mel_weight)
+        self.mel_fft_sizes = [int(n) for n in mel_fft_sizes]
         self.fft_sizes = [int(n) for n in stft_fft_sizes]
         self.hop_sizes = ([n // 4 for n in self.fft_sizes] if stft_hop_sizes is None
                           else [int(h) for h in stft_hop_sizes])
@@ -79,10 +109,22 @@ class AudioVAETask(AdversarialTask):
                             else [int(w) for w in stft_win_lengths])
         self.num_val_examples = int(num_val_examples)
         self.sample_seconds = float(sample_seconds)
+        self.perceptual_metrics = bool(perceptual_metrics)
+        if discriminator_crop_seconds is not None and discriminator_crop_seconds <= 0:
+            raise ValueError("task.discriminator_crop_seconds must be > 0 or null, got "
+                             f"{discriminator_crop_seconds}")
+        self.discriminator_crop = (None if discriminator_crop_seconds is None
+                                   else max(1, round(discriminator_crop_seconds * self.sample_rate)))
         self._val_examples: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def generator(self) -> AudioVAE:
+        """The VAE: what ``init_generator`` loads (a file written by :func:`advtune.io.save_model`)."""
+        return self.vae
+
     def generator_predict(self, batch: Any) -> TaskOutput:
-        """Reconstruct the batch; base losses ``recon_l1``, ``recon_stft``, ``kl`` (weighted)."""
+        """Reconstruct the batch; base losses ``recon_l1``, ``recon_stft``, ``kl`` (and
+        ``recon_mel``), weighted."""
         audio = _audio(batch)
         recon, z, mean, logvar = self.vae(audio)
         losses = {
@@ -91,18 +133,22 @@ class AudioVAETask(AdversarialTask):
                                                      self.win_lengths),
             "kl": kl_divergence(mean, logvar),
         }
+        if "recon_mel" in self.weights:
+            losses["recon_mel"] = mel_distance(recon, audio, self.sample_rate, self.mel_fft_sizes)
         weighted = {name: self.weights[name] * loss for name, loss in losses.items()}
         posterior_std = (0.5 * logvar.detach()).exp().mean()
         logs = {"g/latent_std": z.detach().std(), "g/posterior_std": posterior_std}
-        return TaskOutput(real=audio, fake=recon, base_losses=weighted,
+        real, fake = random_crop_pair(audio, recon, self.discriminator_crop)
+        return TaskOutput(real=real, fake=fake, base_losses=weighted,
                           last_layer=self.vae.last_layer, logs=logs)
 
     @torch.no_grad()
     def validation_step(self, batch: Any) -> dict[str, Tensor]:
-        """``val/stft_distance``, ``val/mel_distance``, ``val/si_sdr``, ``val/recon_l1``."""
+        """``val/stft_distance``, ``val/mel_distance``, ``val/si_sdr``, ``val/recon_l1`` (and
+        ``val/pesq``, ``val/stoi`` with ``perceptual_metrics``)."""
         audio = _audio(batch)
         recon = self.vae(audio, sample_posterior=False)[0]
-        metrics = audio_metrics(recon, audio, self.sample_rate)
+        metrics = audio_metrics(recon, audio, self.sample_rate, perceptual=self.perceptual_metrics)
         metrics["val/recon_l1"] = l1_waveform_loss(recon, audio)
         if self._val_examples is None and self.num_val_examples > 0:
             keep = slice(0, self.num_val_examples)
