@@ -2,19 +2,22 @@
 
 1. Train a tiny Flux base (``experiment=flux_base``, full fine-tuning) on digits 0–4, or reuse the
    one cached in ``.demo_cache/`` by an earlier run with the same settings.
-2. Adapt it with LoRA to the held-out digits 5–9, twice, at equal generator steps:
-   (b) flow matching only (``use_latent_adv=false``);
-   (c) flow matching, then the latent adversarial stage (``experiment=flux_lora_latent_adv``).
-3. Score (a) the base, (b) and (c) with the digits Fréchet distance at 1/2/4/8 Euler steps against
-   the held-out validation images of 5–9 (same noise for everyone), print the table, and write
-   ``table.md``, ``results.json`` and side-by-side sample grids to ``--out``.
+2. For each training seed (``--seeds``), adapt it with LoRA to the held-out digits 5–9, twice, at
+   equal generator steps: (b) flow matching only (``use_latent_adv=false``); (c) flow matching, then
+   the latent adversarial stage (``experiment=flux_lora_latent_adv``).
+3. Score (a) the base, (b) and (c) with :func:`advtune.metrics.evaluate_digits` at 1/2/4/8 Euler steps:
+   ``--samples`` samples per model and step count from the same noise (a seed no run trains or
+   validates with) against ALL real images of 5–9, in the independent classifier's features (the
+   validation classifier's Fréchet distance beside it). Print mean ± sample std over the seeds, and
+   write ``table.md``, ``results.json`` (every seed's scores) and side-by-side grids to ``--out``.
 
-    python scripts/flux_demo.py [--out outputs/flux_demo] [--quick]
+    python scripts/flux_demo.py [--out outputs/flux_demo] [--seeds 0 1 2] [--quick] [override ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shutil
@@ -25,26 +28,30 @@ import torch
 
 BASE_DIGITS, NEW_DIGITS = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
 STEP_COUNTS = [1, 2, 4, 8]
+SAMPLE_SEED = 20251  # the scoring noise: no training or validation uses it
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = {"(a) base, no LoRA": "(a) base", "(b) LoRA, flow matching": "(b) LoRA FM",
-          "(c) LoRA, + latent adversarial": "(c) LoRA FM+adv"}
+MODELS = {"base": "(a) base, no LoRA", "fm": "(b) LoRA, flow matching only", "adv": "(c) LoRA + latent adversarial"}
+GRID_LABELS = {"base": "(a) base", "fm": "(b) LoRA FM", "adv": "(c) LoRA FM+adv"}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/flux_demo")
     parser.add_argument("--cache", default=str(ROOT / ".demo_cache"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the LoRA runs")
     parser.add_argument("--base-steps", type=int, default=2000, help="generator updates of the base")
     parser.add_argument("--lora-steps", type=int, default=600, help="generator updates of each LoRA run")
-    parser.add_argument("--adv-start", type=int, default=300, help="LoRA steps of flow matching before (c)'s adversarial stage")
-    parser.add_argument("--samples", type=int, default=500, help="samples per step count for the Fréchet distance")
+    parser.add_argument("--adv-start", type=int, default=None,
+                        help="LoRA steps of flow matching before (c)'s adversarial stage (default: the experiment's)")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per model and step count (>= 1000)")
     parser.add_argument("--discriminator", default="latent", choices=["latent", "flux_features"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these tiny ops)")
     parser.add_argument("--quick", action="store_true", help="a smoke run (tiny step counts; numbers meaningless)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for run (c), e.g. latent_adv_loss_weight=0.3")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.min_samples = 1000
     if args.quick:
-        args.base_steps, args.lora_steps, args.adv_start, args.samples = 20, 10, 5, 64
+        args.base_steps, args.lora_steps, args.adv_start, args.samples, args.min_samples = 20, 10, 5, 64, 16
         args.overrides = ["disc_warmup_steps=2", *args.overrides]
     return args
 
@@ -55,6 +62,7 @@ def run(overrides: list[str]) -> Path:
     from advtune.runner import train
 
     cfg = compose_config(overrides + ["trainer.enable_progress_bar=false"])
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # a fresh run, never a resumed one
     train(cfg)
     return Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
 
@@ -78,26 +86,61 @@ def base_model(args: argparse.Namespace, out: Path) -> Path:
     return cache
 
 
-@torch.no_grad()
-def evaluate(task, num_samples: int) -> tuple[dict[int, float], dict[int, torch.Tensor]]:
-    """Digits FD at each step count vs the held-out images of NEW_DIGITS; also a 64-sample grid each."""
-    from advtune.data.digits import load_digits_images
-    from advtune.metrics.digits_classifier import DigitsFrechetDistance
+def train_lora(args: argparse.Namespace, base_dir: Path, output_dir: Path, seed: int, overrides: list[str]):
+    """One LoRA run on digits 5–9 (``experiment=flux_lora_latent_adv`` + ``overrides``); its module, loaded."""
+    from advtune.runner import load_run
 
+    ckpt = run(["experiment=flux_lora_latent_adv", f"task.pretrained_path={base_dir}", f"data.digits={NEW_DIGITS}",
+                f"seed={seed}", f"trainer.max_steps={args.lora_steps}", f"trainer.val_check_interval={args.lora_steps}",
+                "task.num_validation_samples=64", f"checkpoint_every={args.lora_steps}",
+                *([f"latent_adv_start_step={args.adv_start}"] if args.adv_start is not None else []),
+                f"output_dir={output_dir}", *overrides])
+    return load_run(ckpt)[0]
+
+
+@torch.no_grad()
+def score(model, args: argparse.Namespace) -> tuple[dict[int, dict[str, float]], dict[int, torch.Tensor]]:
+    """:func:`evaluate_digits` of ``args.samples`` samples at each step count, same noise for every model;
+    ``model`` is a task or a module (then sampled inside its ``generator_weights()``, the EMA when on)."""
+    from advtune.metrics import evaluate_digits
+
+    task = getattr(model, "task", model)
+    weights = getattr(model, "generator_weights", contextlib.nullcontext)
     task.eval()
-    references, _ = load_digits_images("val", seed=0, val_fraction=0.2, digits=NEW_DIGITS)
-    metric = DigitsFrechetDistance()
-    stats = metric.reference_statistics(references)
     scores, grids = {}, {}
-    for steps in STEP_COUNTS:
-        images = task.sample(num_samples, generator=torch.Generator().manual_seed(0), num_steps=steps)
-        scores[steps], grids[steps] = float(metric(images, stats)), images[:64]
+    with weights():
+        for steps in STEP_COUNTS:
+            images = task.sample(args.samples, generator=torch.Generator().manual_seed(SAMPLE_SEED), num_steps=steps)
+            scores[steps] = evaluate_digits(images, digits=NEW_DIGITS, min_samples=args.min_samples)
+            grids[steps] = images[:64]
     return scores, grids
 
 
-def main() -> None:
-    args = parse_args()
-    from advtune.runner import load_run
+def tables(per_seed: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown: FD (independent), recall and precision, and the validation classifier's FD, per step count."""
+    from advtune.metrics.seed_table import seed_table
+
+    rows = {MODELS[key]: cells for key, cells in per_seed.items()}
+    parts = []
+    for metric, title, decimals in [("independent/fd", "FD", 1), ("independent/recall", "recall", 3),
+                                    ("independent/precision", "precision", 3), ("validation/fd", "FD (val. clf)", 1)]:
+        columns = [f"{metric}@{n}" for n in STEP_COUNTS]
+        header = {f"{metric}@{n}": f"{title} @ {n} step{'s' if n > 1 else ''}" for n in STEP_COUNTS}
+        parts.append(seed_table(rows, columns, decimals, header))
+    return "\n\n".join(parts)
+
+
+def record(per_seed: dict, key: str, scores: dict[int, dict[str, float]]) -> None:
+    for steps, values in scores.items():
+        for metric, value in values.items():
+            per_seed.setdefault(key, {}).setdefault(f"{metric}@{steps}", []).append(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from advtune.console import quiet_dependencies
+
+    quiet_dependencies()  # before diffusers and torchao print their import-time notices
     from advtune.tasks.flux_lora import FluxLoRATask
     from advtune.visualize import save_side_by_side
 
@@ -105,36 +148,39 @@ def main() -> None:
     out = Path(args.out)
     started = time.time()
     base_dir = base_model(args, out)
-    common = ["experiment=flux_lora_latent_adv", f"task.pretrained_path={base_dir}", f"data.digits={NEW_DIGITS}",
-              f"trainer.max_steps={args.lora_steps}", f"trainer.val_check_interval={args.lora_steps}",
-              "task.num_validation_samples=64", f"checkpoint_every={args.lora_steps}",
-              f"latent_adv_start_step={args.adv_start}"]
-    rows = {"(a) base, no LoRA": FluxLoRATask(pretrained_path=str(base_dir))}
-    print(f"[b] LoRA, flow matching only, {args.lora_steps} steps")
-    ckpt_b = run(common + [f"output_dir={out / 'lora_flow_matching'}", "use_latent_adv=false"])
-    rows["(b) LoRA, flow matching"] = load_run(ckpt_b)[0].task
-    print(f"[c] LoRA, flow matching for {args.adv_start} steps then latent adversarial ({args.discriminator} D)")
-    ckpt_c = run(common + [f"output_dir={out / 'lora_latent_adv'}", f"discriminator={args.discriminator}", *args.overrides])
-    rows["(c) LoRA, + latent adversarial"] = load_run(ckpt_c)[0].task
-
-    results, grids = {}, {}
-    for name, task in rows.items():
-        results[name], grids[name] = evaluate(task, args.samples)
-    header = "| model | " + " | ".join(f"FD @ {n} step{'s' if n > 1 else ''}" for n in STEP_COUNTS) + " |"
-    lines = [header, "|" + "---|" * (len(STEP_COUNTS) + 1)]
-    lines += [f"| {name} | " + " | ".join(f"{scores[n]:.1f}" for n in STEP_COUNTS) + " |" for name, scores in results.items()]
-    table = "\n".join(lines)
+    per_seed: dict[str, dict[str, list[float]]] = {}
+    base_scores, first_grids = score(FluxLoRATask(pretrained_path=str(base_dir)), args)
+    record(per_seed, "base", base_scores)
+    first_grids = {"base": first_grids}
+    for seed in args.seeds:
+        print(f"[seed {seed}] (b) LoRA, flow matching only, {args.lora_steps} steps")
+        scores, grids = score(train_lora(args, base_dir, out / f"seed{seed}" / "lora_flow_matching", seed,
+                                         ["use_latent_adv=false"]), args)
+        record(per_seed, "fm", scores)
+        first_grids.setdefault("fm", grids)
+        print(f"[seed {seed}] (c) flow matching, then latent adversarial ({args.discriminator} D)")
+        scores, grids = score(train_lora(args, base_dir, out / f"seed{seed}" / "lora_latent_adv", seed,
+                                         [f"discriminator={args.discriminator}", *args.overrides]), args)
+        record(per_seed, "adv", scores)
+        first_grids.setdefault("adv", grids)
     for steps in STEP_COUNTS:
-        save_side_by_side({f"{LABELS[name]}, {steps} step{'s' if steps > 1 else ''}": grids[name][steps] for name in rows},
+        save_side_by_side({f"{GRID_LABELS[k]}, {steps} step{'s' if steps > 1 else ''}": first_grids[k][steps] for k in MODELS},
                           out / f"samples_{steps}_steps.png")
-    note = (f"digits Fréchet distance (lower is better; not comparable to Inception FID) of {args.samples} samples vs "
-            f"the held-out validation images of digits {NEW_DIGITS}; base trained on {BASE_DIGITS} for "
-            f"{args.base_steps} steps; (b) and (c) {args.lora_steps} LoRA steps each, (c) adversarial after "
-            f"step {args.adv_start}; {args.discriminator} discriminator; extra overrides {args.overrides or 'none'}.")
+    seeds = len(args.seeds)
+    note = (f"Mean ± sample std over {seeds} training seed{'s' if seeds > 1 else ''} ({args.seeds}; the base is one "
+            f"model). advtune.metrics.evaluate_digits: {args.samples} samples per cell from the same noise (seed "
+            f"{SAMPLE_SEED}) vs all real images of digits {NEW_DIGITS}; FD, precision and recall (k=3) in the "
+            f"independent digits classifier's features, FD (val. clf) in the validation classifier's (lower FD is "
+            f"better; not comparable to Inception FID). Base trained on {BASE_DIGITS} for {args.base_steps} steps; "
+            f"(b) and (c) {args.lora_steps} LoRA steps each, (c) adversarial after step "
+            f"{args.adv_start if args.adv_start is not None else 'latent_adv_start_step of the experiment'}; "
+            f"{args.discriminator} discriminator; extra overrides {args.overrides or 'none'}.")
+    table = tables(per_seed)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n\n" + note + "\n")
-    (out / "results.json").write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
+    (out / "results.json").write_text(json.dumps({"per_seed": per_seed, "args": vars(args)}, indent=2))
     print("\n" + table + "\n\n" + note)
-    print(f"grids: {out}/samples_*_steps.png   ({time.time() - started:.0f} s)")
+    print(f"grids (seed {args.seeds[0]}): {out}/samples_*_steps.png   ({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":

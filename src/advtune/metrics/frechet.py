@@ -21,7 +21,8 @@ import torch
 __all__ = ["frechet_distance", "feature_statistics"]
 
 
-def _as_float64(value: np.ndarray | torch.Tensor | float) -> np.ndarray:
+def as_float64(value: np.ndarray | torch.Tensor | float) -> np.ndarray:
+    """A tensor, array or scalar as a float64 NumPy array (detached, on the CPU)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
     return np.asarray(value, dtype=np.float64)
@@ -51,8 +52,8 @@ def frechet_distance(
         The distance as a Python float, ``>= 0``. For D = 1 it is
         ``(mu1 - mu2)² + (sqrt(sigma1) - sqrt(sigma2))²``.
     """
-    mu1, mu2 = np.atleast_1d(_as_float64(mu1)), np.atleast_1d(_as_float64(mu2))
-    sigma1, sigma2 = np.atleast_2d(_as_float64(sigma1)), np.atleast_2d(_as_float64(sigma2))
+    mu1, mu2 = np.atleast_1d(as_float64(mu1)), np.atleast_1d(as_float64(mu2))
+    sigma1, sigma2 = np.atleast_2d(as_float64(sigma1)), np.atleast_2d(as_float64(sigma2))
     dim = mu1.shape[0]
     if mu1.shape != (dim,) or mu2.shape != (dim,):
         raise ValueError(
@@ -81,7 +82,7 @@ def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray,
     Returns:
         ``(mu (D,), sigma (D, D))`` as float64 NumPy arrays.
     """
-    features = _as_float64(features)
+    features = as_float64(features)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(
             f"feature_statistics: features must be (N, D) with N >= 2, got {features.shape}"
