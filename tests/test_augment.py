@@ -103,6 +103,15 @@ def test_ada_adjusts_p_by_the_sign_of_r_t_minus_target():
     assert fixed.p.item() == pytest.approx(0.3)
 
 
+def test_ada_p_survives_a_non_finite_r_t():
+    """A NaN D step (its update skipped) leaves p where it was instead of making it NaN for good."""
+    ada = AdaptiveAugment(initial_p=0.5, target=0.6, interval=1, speed_images=1000)
+    ada.observe(torch.tensor(float("nan")), batch_size=10)
+    assert ada.p.item() == pytest.approx(0.5)
+    ada.observe(torch.tensor(1.0), batch_size=10)
+    assert ada.p.item() == pytest.approx(0.51)
+
+
 class _LinearD(nn.Module):
     def __init__(self):
         super().__init__()

@@ -72,11 +72,19 @@ def test_wrong_value_type(run_copy, capsys):
     _one_line_error(capsys, "trainer.max_steps='abc' is not valid: expected an integer")
     assert main(_run_into(run_copy, "checkpoint_every=often")) == 2
     _one_line_error(capsys, "checkpoint_every='often' is not valid: expected an integer")
+    assert main(_run_into(run_copy, "checkpoint_every=null")) == 2
+    _one_line_error(capsys, "checkpoint_every=null is not valid: expected an integer")
     assert main(_run_into(run_copy, "module.generator_clip_norm=big")) == 2
     _one_line_error(capsys, "module.generator_clip_norm='big' is not valid: expected a number or null")
     assert main(_run_into(run_copy, "task.generator.latent_dim=1.5")) == 2
     _one_line_error(capsys, "task.generator.latent_dim=1.5 is not valid: expected an integer")
     assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_sample_count_below_one(tmp_path, capsys, count):
+    assert main(["sample", f"ckpt_path={tmp_path / 'any.ckpt'}", f"num_samples={count}"]) == 2
+    _one_line_error(capsys, f"num_samples={count} is not valid: expected an integer >= 1")
 
 
 def test_unwritable_output_dir(tmp_path, capsys):

@@ -75,6 +75,7 @@ def test_train_writes_outputs_then_sample_and_export(tmp_path, gan_overrides, ca
     assert "advtune digits_gan | cpu x1 | 32-true | G 9.63k params (9.63k trainable) | D 6.27k params" in printed
     assert "ships:       discriminator.safetensors, discriminator.yaml, generator.pt" in printed
     assert "samples:     samples/samples_step000019.png" in printed
+    assert "health:      health.json, health.png (final status: " in printed
 
     ckpt = out / "checkpoints" / "last.ckpt"
     assert main(["sample", f"ckpt_path={ckpt}", "num_samples=100", f"out_dir={tmp_path / 's'}"]) == 0

@@ -51,6 +51,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny_flux_snapshot, lora_fi
         "num_steps='four' is not an integer": required + ["num_steps=four"],
         "height must be a positive multiple of 16": required + ["height=30"],
         "num_images must be >= 1": required + ["num_images=0"],
+        "dtype must be one of auto, float32, bfloat16, float16, got 'bf16'": required + ["dtype=bf16"],
     }
     for message, overrides in cases.items():
         with pytest.raises(ConfigError, match=message):

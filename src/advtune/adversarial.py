@@ -210,7 +210,9 @@ class AdversarialLossCalculator:
                                                  self._augmented(fake.detach()), **cond)
             loss = loss + gain * self.gp_weight * terms["d/gp"]
         if self.lecam is not None:
-            terms["d/lecam"] = lecam_penalty(real_logits, fake_logits, *self.lecam.update(real_logits, fake_logits))
+            # Like ADA's p, the anchors move only on training steps (not under no_grad: validation).
+            anchors = self.lecam.update(real_logits, fake_logits, commit=torch.is_grad_enabled())
+            terms["d/lecam"] = lecam_penalty(real_logits, fake_logits, *anchors)
             loss = loss + self.lecam_weight * terms["d/lecam"]
         observe = getattr(self.augment, "observe", None)
         r_t = real_sign_mean(real_logits, fake_logits, self.loss_type) if with_metrics or observe else None

@@ -200,7 +200,8 @@ class AdaptiveAugment:
             dist.all_reduce(r_t)
             r_t = r_t / dist.get_world_size()
             images *= dist.get_world_size()
-        step = torch.sign(r_t - self.target) * images / self.speed_images
+        # nan_to_num: a non-finite r_t (a skipped, NaN step in the interval) leaves p as it was.
+        step = torch.nan_to_num(torch.sign(r_t - self.target)) * images / self.speed_images
         self.p = (self.p.to(r_t.device) + step).clamp(0.0, 1.0)
         self._sign_sum = torch.zeros_like(self._sign_sum)
         self._observed = 0

@@ -98,4 +98,6 @@ def parse_simple_args(command: str, overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"{key}={value!r} is not valid: expected {type(default).__name__}") from None
     if args.get("ckpt_path") is None:
         raise ConfigError(f"ckpt_path=... is required (advtune {command} --help)")
+    if "num_samples" in args and args["num_samples"] < 1:
+        raise ConfigError(f"num_samples={args['num_samples']} is not valid: expected an integer >= 1")
     return args

@@ -9,6 +9,7 @@ still shows. ``header_line`` says what runs where, in one line.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -124,6 +125,10 @@ def closing_lines(out: Path, steps: int, module: Any, shipped: list[Path]) -> st
         lines.append(f"  samples:     samples/{samples[-1].name} (newest of {len(samples)})")
     if (out / "metrics.csv").is_file():
         lines.append("  metrics:     metrics.csv")
+    if (out / "health.json").is_file():
+        status = json.loads((out / "health.json").read_text()).get("final_status", "?")
+        plot = ", health.png" if (out / "health.png").is_file() else ""
+        lines.append(f"  health:      health.json{plot} (final status: {status})")
     if (out / "tensorboard").is_dir():
         lines.append(f"  tensorboard --logdir {out / 'tensorboard'}")
     return "\n".join(lines)

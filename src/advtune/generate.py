@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
 }
 _INTEGERS = ("num_steps", "seed", "num_images", "height", "width", "max_sequence_length")
 _FLOATS = ("lora_scale", "guidance_scale")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def parse_arguments(overrides: list[str]) -> dict[str, Any]:
@@ -68,6 +69,8 @@ def parse_arguments(overrides: list[str]) -> dict[str, Any]:
     for key in ("height", "width"):
         if args[key] is not None and (args[key] < 16 or args[key] % 16):
             raise ConfigError(f"generate: {key} must be a positive multiple of 16, got {args[key]}")
+    if args["dtype"] not in _DTYPES:
+        raise ConfigError(f"generate: dtype must be one of {', '.join(_DTYPES)}, got {args['dtype']!r}")
     if args["lora"] != "none" and not Path(args["lora"]).expanduser().is_file():
         raise ConfigError(f"generate: LoRA file not found: {args['lora']}")
     return args

@@ -153,8 +153,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     built = build(cfg)
     module = built.module
-    _set_up_data(built.datamodule)
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # other ranks: Lightning's setup, after rank 0's prepare_data built any cache
+        _set_up_data(built.datamodule)
         remove_stale_staging(out, getattr(module.task, "export_subdir", "export"))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     if trainer_kwargs.get("strategy") == "fsdp":  # Lightning's own refuses CPU and cannot shard the two-player step

@@ -69,3 +69,23 @@ def test_bad_folders_fail_in_one_line_before_training(tmp_path, tiny_flux_snapsh
     skipping = _module(folder, tiny_flux_snapshot, val_fraction=0.0, skip_bad_files=True)
     skipping.setup()
     assert len(skipping.train_dataset) == 1
+
+
+def test_cache_keys_change_when_the_weights_do_even_with_the_same_configs(tmp_path, tiny_flux_snapshot, captioned_folder):
+    import os
+    import shutil
+
+    from advtune.data.text_embeddings import text_cache_key
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(tiny_flux_snapshot, snapshot)
+    folder = captioned_folder(tmp_path / "images")
+    latents_key = _module(folder, snapshot)._latent_cache_file()
+    text_key = text_cache_key(snapshot, ["a cat"], 16, torch.float32)
+    assert _module(folder, snapshot)._latent_cache_file() == latents_key  # nothing changed: same keys
+    assert text_cache_key(snapshot, ["a cat"], 16, torch.float32) == text_key
+    for component in ("vae", "text_encoder_2"):  # a replaced weight file (another VAE / T5, same config)
+        weights = next((snapshot / component).glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert _module(folder, snapshot)._latent_cache_file() != latents_key
+    assert text_cache_key(snapshot, ["a cat"], 16, torch.float32) != text_key

@@ -103,6 +103,19 @@ def test_lecam_anchors_are_bias_corrected_moving_averages():
         anchors.update(torch.tensor([1.0]), torch.tensor([1.0]))[0].item())
 
 
+def test_lecam_anchors_skip_non_finite_batches_and_uncommitted_updates():
+    anchors = LeCamAnchors(decay=0.9)
+    anchors.update(torch.tensor([2.0]), torch.tensor([-1.0]))
+    kept = anchors.state_dict()
+    peek = anchors.update(torch.tensor([0.0]), torch.tensor([0.0]), commit=False)  # validation: read only
+    assert peek[0].item() == pytest.approx(0.18 / 0.19)
+    assert torch.equal(anchors.averages, kept["averages"]) and anchors.steps == kept["steps"]
+    anchors.update(torch.tensor([float("nan")]), torch.tensor([float("inf")]))  # a skipped NaN step
+    assert torch.equal(anchors.averages, kept["averages"])  # not poisoned
+    real_anchor, fake_anchor = anchors.update(torch.tensor([2.0]), torch.tensor([-1.0]))
+    assert torch.isfinite(real_anchor).all() and torch.isfinite(fake_anchor).all()
+
+
 def test_penalty_inputs_must_require_grad_and_be_used():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="real_inputs must require grad"):

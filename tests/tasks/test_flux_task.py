@@ -171,6 +171,8 @@ def test_bad_inputs_fail_before_training(tmp_path):
         _task(transformer=build_flux_transformer(), pretrained_path=str(tmp_path))
     with pytest.raises(ValueError, match="timestep_sampling must be one of"):
         _task(timestep_sampling="cosine")
+    with pytest.raises(ValueError, match="full fine-tuning .* cannot train it"):
+        _task(quantize="int8", adapter_type="none")
     task = _task()
     with pytest.raises(ValueError, match="'latents'"):
         task.generator_predict({"image": BATCH["latents"]})

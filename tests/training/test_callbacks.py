@@ -57,6 +57,22 @@ def test_images_reach_tensorboard_and_the_bar_counts_generator_updates(module_an
     assert bar.get_metrics(trainer, module)["status"] == "D winning"
 
 
+def test_the_bar_redraws_at_most_every_min_interval_and_at_the_last_update(module_and_data, trainer_factory):
+    module, data, _ = module_and_data
+    redrawn = []
+
+    class CountingBar(ProgressBar):
+        min_interval_s = 3600.0  # nothing between the first and the last update
+
+        def _update(self, progress_bar_id, current):
+            redrawn.append(current)
+            return super()._update(progress_bar_id, current)
+
+    trainer = trainer_factory(max_steps=6, limit_val_batches=0, enable_progress_bar=True, callbacks=[CountingBar()])
+    trainer.fit(module, datamodule=data)
+    assert redrawn == [1, 6]
+
+
 class _RandomStates(Callback):
     def __init__(self) -> None:
         self.at_start, self.at_end = [], []

@@ -95,6 +95,22 @@ def test_repeat_mode_updates_discriminator_n_times_per_batch(toy, trainer_factor
     assert module.discriminator_updates == 6 and module.trainer.global_step == 2
 
 
+def test_lazy_regularization_counts_discriminator_updates_not_batches(toy, trainer_factory):
+    """D on odd batches only (start 1, every 2nd): a batch clock with interval 2 would never apply R1."""
+    task, disc, data = toy()
+    clock = []
+
+    class Spy(AdversarialLossCalculator):
+        def compute_discriminator_loss(self, discriminator, real, fake, global_step=0, **kwargs):
+            clock.append(global_step)
+            return super().compute_discriminator_loss(discriminator, real, fake, global_step, **kwargs)
+
+    calc = Spy(loss_type="hinge", r1_weight=1.0, regularization_interval=2)
+    module = AdversarialModule(task, disc, calc, PhaseSchedule(adversarial_start_step=1, discriminator_every=2))
+    trainer_factory(max_epochs=1, limit_train_batches=7).fit(module, datamodule=data)
+    assert clock == [0, 1, 2]  # D updates 0, 1, 2 on batches 1, 3, 5: R1 on the 1st and the 3rd
+
+
 def test_max_steps_counts_generator_updates(toy, trainer_factory):
     task, disc, data = toy()
     module = AdversarialModule(task, disc, schedule=PhaseSchedule(discriminator_steps=2))

@@ -46,6 +46,15 @@ def test_nonfinite_weights_never_overwrite_the_last_good_checkpoint(tmp_path):
     assert nonfinite_tensors({"a": {"b": torch.tensor([float("inf")])}, "c": torch.zeros(2)}) == ["a.b"]
 
 
+def test_checkpoint_gets_the_usual_file_mode(tmp_path):
+    """Not mkstemp's 0600: the mode of any other file the run writes (0644 under umask 022)."""
+    path = tmp_path / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    reference = tmp_path / "plain"
+    reference.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
 def test_corrupt_or_missing_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes(b"PK\x03\x04 truncated")

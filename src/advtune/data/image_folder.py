@@ -120,6 +120,8 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
         self.num_workers, self.seed, self.val_fraction = int(num_workers), int(seed), float(val_fraction)
         self.encode_batch_size, self.skip_bad_files = int(encode_batch_size), bool(skip_bad_files)
         self.device = _auto_device(device)
+        if encoder_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"data.encoder_dtype must be auto, float32, bfloat16 or float16, got {encoder_dtype!r}")
         self.encoder_dtype = getattr(torch, encoder_dtype if encoder_dtype != "auto" else
                                      ("bfloat16" if self.device.startswith("cuda") else "float32"))
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.image_dir / ".advtune_cache"
@@ -135,8 +137,11 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
 
     # ---- the one caching pass --------------------------------------------------------------
     def _latent_cache_file(self) -> Path:
+        from advtune.models.flux_snapshot import component_fingerprint
+
         vae_config = (self.snapshot / "vae" / "config.json").read_bytes()
         digest = hashlib.sha256(f"{self.resolution}|{self.encoder_dtype}|".encode() + vae_config)
+        digest.update(component_fingerprint(self.snapshot, ("vae",)))  # other VAE weights, same config
         for path in self.files:
             stat = path.stat()
             digest.update(f"{path.relative_to(self.image_dir)}|{stat.st_size}|{stat.st_mtime_ns}".encode())

@@ -9,8 +9,9 @@ the cache and never loads them again.
 
 The cache file ``text-<key>.safetensors`` holds ``prompt_embeds`` ``(P, S, D)`` and
 ``pooled_prompt_embeds`` ``(P, D')`` of the distinct prompts listed in its metadata. The key
-hashes the prompts, the sequence length, the encoder dtype and the configs of both encoders and
-tokenizers, so a changed caption or encoder is re-encoded and an unchanged one never is.
+hashes the prompts, the sequence length, the encoder dtype, the configs of both encoders and
+tokenizers and the names, sizes and modification times of their files, so a changed caption or
+encoder is re-encoded and an unchanged one never is.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ _KEYED_FILES = ("text_encoder/config.json", "text_encoder_2/config.json", "token
 
 def text_cache_key(snapshot: Path, prompts: Sequence[str], max_sequence_length: int, dtype: torch.dtype) -> str:
     """Hash of what decides the embeddings: prompts, length, dtype, encoder and tokenizer files."""
+    from advtune.models.flux_snapshot import component_fingerprint
+
     digest = hashlib.sha256(json.dumps([list(prompts), int(max_sequence_length), str(dtype)]).encode())
     for name in _KEYED_FILES:
         path = snapshot / name
         digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    digest.update(component_fingerprint(snapshot, ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")))
     return digest.hexdigest()[:20]
 
 
@@ -50,11 +54,11 @@ def encode_prompts(snapshot: Path, prompts: Sequence[str], max_sequence_length: 
     pipeline = FluxPipeline.from_pretrained(str(snapshot), transformer=None, vae=None, torch_dtype=dtype,
                                             local_files_only=True).to(device)
     try:
-        chunks = [pipeline.encode_prompt(list(prompts[i:i + batch_size]), prompt_2=None, device=device,
-                                         max_sequence_length=int(max_sequence_length))
+        chunks = [tuple(e.cpu() for e in pipeline.encode_prompt(  # to CPU per chunk: (S, 4096) each, 4 MiB in bf16
+                      list(prompts[i:i + batch_size]), prompt_2=None, device=device,
+                      max_sequence_length=int(max_sequence_length))[:2])
                   for i in range(0, len(prompts), batch_size)]
-        return (torch.cat([c[0] for c in chunks]).cpu().contiguous(),
-                torch.cat([c[1] for c in chunks]).cpu().contiguous())
+        return torch.cat([c[0] for c in chunks]).contiguous(), torch.cat([c[1] for c in chunks]).contiguous()
     finally:
         del pipeline
         gc.collect()

@@ -168,7 +168,7 @@ GAN_LOSS_TYPES: tuple[str, ...] = tuple(_CRITERIA)
 # Criteria whose generator loss also needs the real logits.
 PAIRED_LOSS_TYPES: tuple[str, ...] = ("relativistic",)
 
-# The logit that separates "judged real" from "judged fake": 0 is sigmoid(0.5) for the BCE
+# The logit that separates "judged real" from "judged fake": 0 (sigmoid = 0.5) for the BCE
 # criteria and the hinge / critic sign; LSGAN regresses to targets 0 and 1, so halfway is 0.5.
 # A relativistic D judges pairs: real i is "judged real" when it scores above fake i.
 _DECISION_THRESHOLD = {"vanilla": 0.0, "non_saturating": 0.0, "hinge": 0.0, "lsgan": 0.5, "wgan": 0.0}

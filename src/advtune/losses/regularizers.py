@@ -165,14 +165,21 @@ class LeCamAnchors:
         self.averages: Tensor | None = None  # (2, K): biased running means of real (row 0) and fake logits
         self.steps = 0
 
-    def update(self, real_logits: Logits, fake_logits: Logits) -> tuple[Tensor, Tensor]:
-        """Fold in this batch; return the bias-corrected ``(α_R, α_F)``, each ``(K,)``, detached."""
+    def update(self, real_logits: Logits, fake_logits: Logits, commit: bool = True) -> tuple[Tensor, Tensor]:
+        """Fold in this batch; return the bias-corrected ``(α_R, α_F)``, each ``(K,)``, detached.
+
+        A non-finite mean (a skipped update) leaves its average as it was, so one bad batch does not
+        poison every later penalty. ``commit=False`` (validation) returns the anchors without keeping them.
+        """
         means = torch.stack([torch.stack([r.detach().float().mean(), f.detach().float().mean()])
                              for r, f in _paired(real_logits, fake_logits)], dim=1)
         previous = torch.zeros_like(means) if self.averages is None else self.averages.to(means.device)
-        self.averages = self.decay * previous + (1.0 - self.decay) * means
-        self.steps += 1
-        corrected = self.averages / (1.0 - self.decay**self.steps)
+        averages = self.decay * previous + (1.0 - self.decay) * means
+        averages = torch.where(torch.isfinite(averages), averages, previous)  # device op: no sync
+        steps = self.steps + 1
+        if commit:
+            self.averages, self.steps = averages, steps
+        corrected = averages / (1.0 - self.decay**steps)
         return corrected[0], corrected[1]
 
     def state_dict(self) -> dict[str, object]:

@@ -67,8 +67,8 @@ def kernel_inception_distance(
         features_a: ``(M, D)`` features of one set (e.g. generated).
         features_b: ``(N, D)`` features of the other (e.g. real).
         num_subsets: subsets drawn (each a fresh pair of subsets of both sets).
-        subset_size: points per subset, capped at ``min(M, N)``; when both sets are that small every
-            subset is the whole set and the standard deviation is 0.
+        subset_size: points per subset, capped at ``min(M, N)``; a set of exactly that many points
+            is whole in every subset (the standard deviation is 0 when both sets are).
         seed: seed of the subset draws (the same draws for every model compared).
 
     Returns:

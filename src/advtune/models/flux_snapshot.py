@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SNAPSHOT_COMPONENTS", "check_flux_snapshot", "write_tiny_flux_snapshot"]
+__all__ = ["SNAPSHOT_COMPONENTS", "check_flux_snapshot", "component_fingerprint", "write_tiny_flux_snapshot"]
 
 #: Sub-directory -> the file that must be in it (weights are checked by the loaders).
 SNAPSHOT_COMPONENTS: dict[str, str] = {
@@ -51,6 +51,22 @@ def check_flux_snapshot(root: str | Path | None, needed: tuple[str, ...] = tuple
     if missing:
         raise FileNotFoundError(f"incomplete FLUX.1 snapshot {path}: missing {', '.join(missing)}")
     return path
+
+
+def component_fingerprint(root: Path, components: tuple[str, ...]) -> bytes:
+    """Name, size and modification time of every file in the snapshot's ``components``, for cache keys.
+
+    Configs alone do not tell two checkpoints of one architecture apart (a fine-tuned VAE or text
+    encoder, a tiny snapshot written with another seed); replaced weight files change this.
+    """
+    parts = []
+    for name in components:
+        directory = root / name
+        for path in sorted(directory.rglob("*")) if directory.is_dir() else []:
+            if path.is_file():
+                stat = path.stat()
+                parts.append(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}")
+    return "\n".join(parts).encode()
 
 
 def _clip_tokenizer(directory: Path):

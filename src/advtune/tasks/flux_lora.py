@@ -138,6 +138,9 @@ class FluxLoRATask(AdversarialTask):
 
         if transformer is not None and (pretrained_path is not None or snapshot is not None):
             raise ValueError("FluxLoRATask: pass either transformer or pretrained_path/snapshot, not both")
+        if quantize is not None and adapter_type == "none":
+            raise ValueError("FluxLoRATask: task.quantize freezes the base in 8 bits; full fine-tuning "
+                             "(adapter_type=none) cannot train it, use an adapter or quantize=null")
         if transformer is None:
             transformer = load_flux_base(snapshot, pretrained_path, pretrained_subfolder, transformer_config,
                                          base_dtype, quantize, gradient_checkpointing)

@@ -31,6 +31,9 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
 
     check_value_types({k: cfg.get(k) for k in ("seed", "checkpoint_every", "keep_checkpoints", "resume")},
                       _root_settings, "")
+    for key in ("seed", "checkpoint_every", "keep_checkpoints"):  # check_value_types leaves null alone
+        if cfg.get(key) is None:
+            raise ConfigError(f"{key}=null is not valid: expected an integer")
     if int(cfg.checkpoint_every) < 1:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every} is not valid: expected an integer >= 1")
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

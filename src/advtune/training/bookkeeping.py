@@ -29,10 +29,12 @@ def _update_running_averages(module: Any, metrics: dict[str, Tensor]) -> None:
         if key in metrics:
             value = metrics[key].detach().float()
             average = module.running_averages.get(key)
-            if average is None or average.device != value.device:
-                module.running_averages[key] = value.clone() if average is None else average.to(value.device)
-            else:
-                average.mul_(decay).add_(value, alpha=1.0 - decay)
+            if average is None:
+                module.running_averages[key] = value.clone()
+                continue
+            if average.device != value.device:  # restored from a checkpoint on the CPU: still fold this value in
+                average = module.running_averages[key] = average.to(value.device)
+            average.mul_(decay).add_(value, alpha=1.0 - decay)
 
 
 def _as_floats(values: dict[str, Any]) -> dict[str, float]:

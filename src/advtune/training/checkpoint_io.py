@@ -34,6 +34,17 @@ _PAUSE_ENV = "ADVTUNE_TEST_PAUSE_IN_SAVE"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a checkpoint gets the mode any other file of the run gets (0644 under umask 022).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, or not loadable without unpickling code; or a checkpoint
     or export cannot be written (disk full, no permission)."""
@@ -116,6 +127,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, _FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()

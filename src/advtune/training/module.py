@@ -235,7 +235,10 @@ class AdversarialModule(L.LightningModule):
         if d_updates:
             d_output = self.model_predict(output, Phase.D)
             for _ in range(d_updates):
-                metrics.update(self._update(Phase.D, self.calculate_discriminator_loss(d_output, step)))
+                # Lazy regularization counts D updates (StyleGAN2), not batches: with D on every k-th
+                # batch or several D updates per batch, the batch clock would miss or repeat the penalty.
+                d_step = self.discriminator_updates
+                metrics.update(self._update(Phase.D, self.calculate_discriminator_loss(d_output, d_step)))
         self.batch_step += 1
         training_log(self, metrics, output, plan)
 

@@ -8,6 +8,7 @@ of the health monitor (any callback with a ``status_word`` property).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, RichProgressBar
@@ -18,7 +19,14 @@ __all__ = ["ProgressBar", "RunHeader"]
 
 
 class ProgressBar(RichProgressBar):
-    """Rich progress bar over generator updates, with the health status word."""
+    """Rich progress bar over generator updates, with the health status word.
+
+    Redrawn at most every ``min_interval_s`` (and at the last update): reading the losses and
+    rendering the bar on every batch cost more than the whole step of a small model.
+    """
+
+    min_interval_s = 0.1
+    _last_redraw = float("-inf")
 
     def _by_steps(self) -> bool:
         return self.trainer.max_steps is not None and self.trainer.max_steps > 0
@@ -45,6 +53,10 @@ class ProgressBar(RichProgressBar):
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self.train_progress_bar_id is None:
             self.on_train_epoch_start(trainer, pl_module)
+        now = time.monotonic()
+        if now - self._last_redraw < self.min_interval_s and trainer.global_step < trainer.max_steps:
+            return None
+        self._last_redraw = now
         self._update(self.train_progress_bar_id, trainer.global_step)
         self._update_metrics(trainer, pl_module)
         self.refresh()
