@@ -154,8 +154,9 @@ def lecam_penalty(real_logits: Logits, fake_logits: Logits, real_anchor: Tensor,
 class LeCamAnchors:
     """LeCam's anchors ``α_R, α_F``: moving averages of the mean real and fake logits, one per sub-D.
 
-    Updated with the current batch before use and bias-corrected (divided by ``1 − decay^t``), as in
-    the authors' code (decay 0.99), so the first steps do not pull the logits towards 0.
+    Updated with the current batch before use, with the authors' decay (0.99). Unlike their code (a
+    plain moving average that starts at 0), the average is bias-corrected (divided by
+    ``1 − decay^t``, as Adam's moments), so the first steps do not pull the logits towards 0.
     """
 
     def __init__(self, decay: float = 0.99) -> None:
