@@ -20,7 +20,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-test-slow: setup  # exit code 5 = no test is marked slow right now
+test-slow: setup  # multi-process DDP/FSDP, SIGKILL crash safety (exit code 5 = none selected)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: setup

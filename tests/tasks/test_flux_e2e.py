@@ -74,4 +74,4 @@ def test_ddp_builds_the_caches_once(tmp_path, tiny_flux_snapshot, captioned_fold
     assert printed.count("caching latents") == 1 and printed.count("caching text embeddings") == 1
     checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4 and (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
-    assert np.isfinite([v.float().sum().item() for v in checkpoint["state_dict"].values()]).all()
+    assert np.isfinite([v.float().sum().item() for v in checkpoint["state_dict"].values() if torch.is_tensor(v)]).all()
