@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["quiet_dependencies", "header_line", "closing_lines", "count_parameters", "human_count"]
+__all__ = ["quiet_dependencies", "quiet_model_loading", "header_line", "closing_lines", "count_parameters", "human_count"]
 
 # Lightning's routine lines, matched with re.match on the formatted message. They go through
 # whichever rank-zero logger was imported last (fabric's or pytorch's), so both get the filter.
@@ -39,6 +39,8 @@ _NOISY_LOGS: tuple[tuple[str, str], ...] = tuple((name, line) for name in _RANK_
     ("torchao.kernel.intmm", r"Warning: Detected no triton"),
     ("torch.utils._pytree", r"<enum '\w+'> is an Enum subclass and is now natively supported"),
     ("diffusers.quantizers.torchao.torchao_quantizer", r"Unable to import `torchao` Tensor objects"),
+    ("transformers.utils.import_utils", r"`\w+` requires torchvision \(not installed\)"),  # CLIP's unused image processor
+    ("diffusers.loaders.lora_base", r"No LoRA keys associated to CLIPTextModel"),  # advtune trains the transformer only
 )
 
 # (category, message pattern) of warnings that concern a dependency's internals, not the user's run.
@@ -51,6 +53,9 @@ _NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r".*Checkpoint directory .* exists and is not empty"),
     # Frozen parts (a VQ autoencoder under style transfer) are kept in eval mode on purpose.
     (UserWarning, r".*module\(s\) in eval mode"),
+    # A small image folder has fewer batches than the logging interval; advtune logs by generator updates.
+    (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
+    (FutureWarning, r"`torch_dtype` is deprecated"),  # diffusers renaming a keyword advtune passes
 )
 
 
@@ -74,6 +79,15 @@ def quiet_dependencies() -> None:
             logger.addFilter(_DropMessages(patterns))
     for category, pattern in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+
+
+def quiet_model_loading() -> None:
+    """Hide diffusers' and transformers' per-component loading bars (imports both; call where they load)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def human_count(n: int) -> str:

@@ -81,6 +81,7 @@ def main(overrides: list[str]) -> None:
     import torch
     from diffusers import FluxPipeline
 
+    from advtune.console import quiet_model_loading
     from advtune.models.flux_snapshot import check_flux_snapshot
 
     args = parse_arguments(overrides)
@@ -91,6 +92,7 @@ def main(overrides: list[str]) -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
     dtype = getattr(torch, args["dtype"]) if args["dtype"] != "auto" else (
         torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    quiet_model_loading()
     pipeline = FluxPipeline.from_pretrained(str(snapshot), torch_dtype=dtype, local_files_only=True).to(device)
     if args["lora"] != "none":
         lora = Path(args["lora"]).expanduser()

@@ -51,6 +51,9 @@ def encode_prompts(snapshot: Path, prompts: Sequence[str], max_sequence_length: 
     """
     from diffusers import FluxPipeline
 
+    from advtune.console import quiet_model_loading
+
+    quiet_model_loading()
     pipeline = FluxPipeline.from_pretrained(str(snapshot), transformer=None, vae=None, torch_dtype=dtype,
                                             local_files_only=True).to(device)
     try:
