@@ -133,10 +133,10 @@ def time_tutorial(steps: int, skip: int, batch_size: int, log_dir: str) -> float
     return steps / (timer.end - timer.start)
 
 
-def _batches(batch_size: int, n: int):
+def _batches(loader, n: int):
     seen = 0
     while True:
-        for batch in _loader(batch_size):
+        for batch in loader:  # one loader, built before timing: each pass is its next epoch
             if seen == n:
                 return
             seen += 1
@@ -147,9 +147,10 @@ def time_plain(steps: int, skip: int, batch_size: int) -> float:
     generator, discriminator = _nets()
     calc = AdversarialLossCalculator(loss_type="non_saturating")
     opt_g, opt_d = _adam(generator.parameters()), _adam(discriminator.parameters())
-    train_steps(generator, discriminator, calc, opt_g, opt_d, _batches(batch_size, skip), LATENT)
+    loader = _loader(batch_size)
+    train_steps(generator, discriminator, calc, opt_g, opt_d, _batches(loader, skip), LATENT)
     start = time.perf_counter()
-    train_steps(generator, discriminator, calc, opt_g, opt_d, _batches(batch_size, steps), LATENT)
+    train_steps(generator, discriminator, calc, opt_g, opt_d, _batches(loader, steps), LATENT)
     return steps / (time.perf_counter() - start)
 
 

@@ -22,6 +22,10 @@ def test_flux_demo_quick_writes_seed_tables_and_grids(tmp_path):
             assert len(values) == (1 if model == "base" else 2)  # the base is one model, the LoRAs one per seed
             assert all(0 < v < 1e5 for v in values)
             assert all(0 <= v <= 1 for v in cells[f"independent/recall@{steps}"])
+            if model != "base":  # the training seed reaches the LoRA runs: the two seeds score differently
+                assert values[0] != values[1]
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| (c) LoRA + latent adversarial |" in table and " ± " in table and "2 training seeds" in table
+    for title in ("FD @ 1 step", "recall @ 8 steps", "precision @ 2 steps", "FD (val. clf) @ 4 steps"):
+        assert title in table
     assert len(list((tmp_path / "out").glob("samples_*_steps.png"))) == 4

@@ -94,7 +94,8 @@ def save_image_grid(
     """
     if upscale is None and isinstance(images, torch.Tensor) and images.ndim == 4:
         upscale = max(1, -(-_MIN_TILE_PIXELS // max(images.shape[-2:])))  # ceil division
-    grid = make_image_grid(images, nrow=nrow, padding=padding, upscale=upscale or 1, max_tiles=max_tiles)
+    grid = make_image_grid(images, nrow=nrow, padding=padding, upscale=1 if upscale is None else upscale,
+                           max_tiles=max_tiles)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _to_pil(grid).save(path)

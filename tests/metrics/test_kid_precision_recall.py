@@ -52,8 +52,10 @@ def test_kid_grows_with_a_mean_shift_and_reports_subset_spread():
     kid_shift, _ = kernel_inception_distance(torch.from_numpy(shifted), real, num_subsets=50, subset_size=200)
     assert abs(kid_same) < 3 * std_same and std_same > 0
     assert kid_shift > 10 * std_same
-    # The same seed draws the same subsets: a comparison between models is paired.
-    assert kernel_inception_distance(same, real, 50, 200, seed=3) == kernel_inception_distance(same, real, 50, 200, seed=3)
+    # The same seed draws the same subsets: a comparison between models is paired; another seed, others.
+    paired = kernel_inception_distance(same, real, 50, 200, seed=3)
+    assert paired == kernel_inception_distance(same, real, 50, 200, seed=3)
+    assert paired != kernel_inception_distance(same, real, 50, 200, seed=4)
     with pytest.raises(ValueError, match="feature sizes differ"):
         kernel_inception_distance(real, real[:, :2])
 

@@ -62,17 +62,17 @@ def test_mel_weight_adds_the_weighted_mel_loss():
 
 def test_init_generator_loads_an_exported_vae_into_the_task(tmp_path):
     from advtune.config import compose_config
-    from advtune.runner import _initialise_players, build
+    from advtune.runner import build
 
     source = tiny_task()
     exported = source.export(tmp_path)
-    cfg = compose_config(["experiment=audio_vae_speech", f"init_generator={exported}", "task.vae.base_channels=4",
-                          "task.vae.channel_mults=[1,2]", "task.vae.strides=[2,4]", "task.vae.latent_dim=2",
-                          "task.vae.kernel_size=3", "task.vae.dilations=[1]"])
-    module = build(cfg, with_data=False).module
+    sizes = ["experiment=audio_vae_speech", "task.vae.base_channels=4", "task.vae.channel_mults=[1,2]",
+             "task.vae.strides=[2,4]", "task.vae.latent_dim=2", "task.vae.kernel_size=3", "task.vae.dilations=[1]"]
+    fresh = build(compose_config(sizes), with_data=False).module.task.vae.state_dict()
+    assert any(not torch.equal(fresh[name], value) for name, value in source.vae.state_dict().items())
+    module = build(compose_config([*sizes, f"init_generator={exported}"]), with_data=False).module
     assert module.task.generator is module.task.vae
-    _initialise_players(cfg, module)
-    for name, value in source.vae.state_dict().items():
+    for name, value in source.vae.state_dict().items():  # build itself loaded the exported VAE
         torch.testing.assert_close(module.task.vae.state_dict()[name], value)
 
 
@@ -208,6 +208,7 @@ def test_validation_logs_pesq_and_stoi_when_asked():
 
 def test_speech_experiment_trains_then_evaluate_writes_the_table(tmp_path, capsys):
     import json
+    import math
 
     from advtune import evaluate
     from advtune.config import ConfigError, compose_config
@@ -224,6 +225,8 @@ def test_speech_experiment_trains_then_evaluate_writes_the_table(tmp_path, capsy
     results = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert results["num_clips"] == 2 and results["sample_rate"] == 16000
     assert set(results["mean"]) == {"stft_distance", "mel_distance", "si_sdr", "pesq", "stoi", "recon_l1"}
+    assert len(results["per_clip"]) == 2 and all(math.isfinite(v) for v in results["mean"].values())
+    assert 1.0 <= results["mean"]["pesq"] <= 4.65 and 0.0 <= results["mean"]["stoi"] <= 1.0
     assert "| stft_distance ↓ |" in capsys.readouterr().out
     assert (tmp_path / "eval" / "recon_01.wav").exists() and (tmp_path / "eval" / "spectrogram.png").exists()
     with pytest.raises(ConfigError, match="unknown argument 'clips=2'"):

@@ -88,6 +88,11 @@ def test_save_image_grid_maps_minus_one_to_black_and_one_to_white(tmp_path):
     pixels = np.asarray(Image.open(path))
     assert pixels.shape == (4, 7)  # 1 row: 2+2 px tall; 2 cols: 1+2+1+2+1 px wide
     assert (pixels[1:3, 1:3] == 0).all() and (pixels[1:3, 4:6] == 255).all()
+    assert (pixels[0] == 255).all() and (pixels[:, 3] == 255).all()  # white gaps around and between tiles
+    auto = np.asarray(Image.open(save_image_grid(torch.zeros(100, 1, 8, 8), tmp_path / "auto.png")))
+    assert auto.shape == (4 * (8 * 9 + 1),) * 2  # the first 64 of 100 tiles, 8×8 enlarged ×4 to 32 px
+    with pytest.raises(ValueError, match="upscale"):
+        save_image_grid(images, tmp_path / "zero.png", upscale=0)
 
 
 def test_save_side_by_side_places_labelled_panels_in_a_row(tmp_path):

@@ -110,16 +110,18 @@ def _hz_to_mel(hz: Tensor) -> Tensor:
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> Tensor:
-    """Triangular filters ``(n_mels, n_fft//2 + 1)``, peak 1, centres evenly spaced in HTK mel."""
+                   f_max: float | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Triangular filters ``(n_mels, n_fft//2 + 1)``, peak 1, centres evenly spaced in HTK mel.
+
+    Built on ``device`` (a training step's mel loss copies nothing from the host: no sync)."""
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"mel_filterbank: need 0 <= f_min < f_max <= sample_rate/2, got "
                          f"f_min={f_min}, f_max={f_max}, sample_rate={sample_rate}")
-    freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64, device=device)
     mel_points = torch.linspace(float(_hz_to_mel(torch.tensor(float(f_min)))),
                                 float(_hz_to_mel(torch.tensor(float(f_max)))), n_mels + 2,
-                                dtype=torch.float64)
+                                dtype=torch.float64, device=device)
     hz_points = 700.0 * (10.0 ** (mel_points / 2595.0) - 1.0)
     lower, centre, upper = hz_points[:-2, None], hz_points[1:-1, None], hz_points[2:, None]
     rising = (freqs - lower) / (centre - lower)
@@ -137,7 +139,7 @@ def mel_distance(pred: Tensor, target: Tensor, sample_rate: int, n_ffts: Sequenc
     total = pred.new_zeros((), dtype=torch.float32)
     for n_fft in n_ffts:
         n_fft = int(n_fft)
-        bank = mel_filterbank(sample_rate, n_fft, min(n_mels, n_fft // 4)).to(pred.device)
+        bank = mel_filterbank(sample_rate, n_fft, min(n_mels, n_fft // 4), device=pred.device)
         mels = [torch.log10((stft_magnitude(x, n_fft, n_fft // 4, n_fft) @ bank.T).clamp_min(eps))
                 for x in (pred, target)]
         total = total + (mels[0] - mels[1]).abs().mean()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 import torch
 from torch import Tensor, nn
 
@@ -281,7 +282,7 @@ class AdversarialModule(L.LightningModule):
         if max_norm is not None and params:
             if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
                 scaler.unscale_(optimizer)  # Lightning leaves a fused optimizer's gradients scaled: clip true units
-            if type(self.trainer.strategy).__name__ == "FSDPStrategy":  # gradients are shards: all-reduced norm
+            if isinstance(self.trainer.strategy, FSDPStrategy):  # gradients are shards: all-reduced norm
                 from advtune.training.sharded_clip import clip_sharded_grad_norm_
 
                 norm = clip_sharded_grad_norm_(params, max_norm)
