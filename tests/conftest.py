@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +17,42 @@ from advtune.tasks.base import AdversarialTask, TaskOutput
 
 torch.set_num_threads(1)  # two cores are shared by the test run; keep runs reproducible and light
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+_LONG = 1000  # bytes, characters or items: beyond this, a failed `==` is summarised instead of diffed
+
+
+def _summary(value: object) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:16]}"
+    if isinstance(value, str):
+        return f"{len(value)} characters, sha256 {hashlib.sha256(value.encode()).hexdigest()[:16]}"
+    return f"{type(value).__name__} of {len(value)} items"
+
+
+SLOW_TEST_TIMEOUT = 900  # seconds; the default suite's limit is `timeout` in pyproject.toml
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (multi-process runs, retraining) get a generous limit of their own; a hang still fails
+    that one test, with its name, instead of eating CI's time."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
+
+
+def pytest_assertrepr_compare(op, left, right):
+    """One line for a failed ``==`` between long bytes, strings or sequences.
+
+    pytest's own explanation runs difflib over both sides, which takes quadratic time: two differing
+    weight files of a few hundred kB kept CI busy for over 20 minutes without printing anything.
+    """
+    kinds = (bytes, bytearray, str, list, tuple)
+    if op != "==" or not (isinstance(left, kinds) and isinstance(right, kinds)):
+        return None
+    if max(len(left), len(right)) <= _LONG:
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(left, right)) if a != b), min(len(left), len(right)))
+    return [f"left ({_summary(left)}) != right ({_summary(right)}), first difference at index {first}"]
 
 
 class ToyTask(AdversarialTask):
