@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 
+import advtune.training.sharded_clip as sharded_clip
 from advtune.schedule import Phase
-from advtune.training import sharded_clip
 
 __all__ = ["PlayerOptimization", "clip_player_gradients", "frozen"]
 
