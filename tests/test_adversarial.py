@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from advtune import AdversarialLossCalculator
+from advtune.augment import AdaptiveAugment
 from advtune.losses import discriminator_loss, feature_matching_loss, generator_loss
 
 
@@ -110,7 +111,9 @@ def test_metrics_are_detached_scalars(data):
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"loss_type": "bce"}, "valid: vanilla"), ({"warmup_mode": "x"}, "warmup_mode"),
                                                ({"adversarial_weight": -1}, "adversarial_weight"),
-                                               ({"regularization_interval": 0}, "regularization_interval")])
+                                               ({"r1_weight": float("nan")}, "r1_weight must be >= 0, got nan"),
+                                               ({"regularization_interval": 0}, "regularization_interval"),
+                                               ({"loss_type": "wgan", "augment": AdaptiveAugment()}, "nothing for loss_type=wgan")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AdversarialLossCalculator(**kwargs)

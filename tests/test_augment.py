@@ -1,4 +1,5 @@
-"""DiffAugment ops (known transformations), ADA's adaptive p (known steps), and where the calculator applies them."""
+"""DiffAugment ops (known transformations), ADA's non-leaking laws (statistical checks against their known
+values), ADA's adaptive p (known steps), and where the calculator applies them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advtune import AdversarialLossCalculator
-from advtune.augment import AUGMENT_OPS, AdaptiveAugment, DiffAugment, augment_op
+from advtune.augment import ADA_OPS, AdaptiveAugment, DiffAugment, ada_op, diffaugment_op
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -20,7 +21,7 @@ def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def test_translation_moves_each_sample_by_at_most_an_eighth_with_zero_fill():
     torch.manual_seed(0)
     x = torch.arange(1.0, 65.0).reshape(1, 1, 8, 8).expand(64, 1, 8, 8)
-    out = augment_op("translation")(x)  # 8 * 0.125 = 1 pixel at most
+    out = diffaugment_op("translation")(x)  # 8 * 0.125 = 1 pixel at most
     shifts = set()
     for sample in out:
         matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if torch.equal(sample, _shifted(x[0], dy, dx))]
@@ -31,7 +32,7 @@ def test_translation_moves_each_sample_by_at_most_an_eighth_with_zero_fill():
 
 def test_cutout_zeroes_one_square_of_half_the_side_at_most():
     torch.manual_seed(0)
-    out = augment_op("cutout")(torch.ones(32, 1, 8, 8))
+    out = diffaugment_op("cutout")(torch.ones(32, 1, 8, 8))
     for sample in out[:, 0]:
         rows, cols = torch.nonzero(sample == 0, as_tuple=True)
         assert 1 <= len(rows) <= 16 and set(sample.unique().tolist()) <= {0.0, 1.0}
@@ -40,28 +41,90 @@ def test_cutout_zeroes_one_square_of_half_the_side_at_most():
     assert (out == 0).flatten(1).sum(1).max() == 16  # a square fully inside: 4 x 4
 
 
-def test_color_ops_known_forms():
+def test_diffaugment_color_ops_known_forms():
     torch.manual_seed(0)
     x = torch.randn(16, 3, 4, 4)
-    offset = augment_op("brightness")(x) - x  # one offset in [-0.5, 0.5) per sample
+    offset = diffaugment_op("brightness")(x) - x  # one offset in [-0.5, 0.5) per sample
     assert torch.allclose(offset, offset[:, :1, :1, :1].expand_as(offset)) and offset.abs().max() <= 0.5
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    scale = (augment_op("contrast")(x) - mean) / (x - mean)  # (x - mean) * k + mean, k in [0.5, 1.5)
+    scale = (diffaugment_op("contrast")(x) - mean) / (x - mean)  # (x - mean) * k + mean, k in [0.5, 1.5)
     assert torch.allclose(scale, scale[:, :1, :1, :1].expand_as(scale), atol=1e-4)
     assert 0.5 <= scale.min() and scale.max() < 1.5
     grey = torch.randn(4, 1, 4, 4)
-    assert torch.allclose(augment_op("saturation")(grey), grey)  # one channel has no saturation
+    assert torch.allclose(diffaugment_op("saturation")(grey), grey)  # one channel has no saturation
 
 
-def test_rotate90_and_xflip():
+def _outcomes(out: torch.Tensor, candidates: dict[int, torch.Tensor]) -> list[int]:
+    """Which candidate each sample of ``out`` equals (exactly one)."""
+    found = [[k for k, c in candidates.items() if torch.equal(sample, c)] for sample in out]
+    assert all(len(f) == 1 for f in found)
+    return [f[0] for f in found]
+
+
+def test_ada_geometric_outcomes_include_the_identity():
+    """Applied to every sample: a flip half the time, 0/1/2/3 quarter turns a quarter of the time each
+    (0/2 half the time each when H != W), as StyleGAN2-ADA draws them."""
     torch.manual_seed(0)
-    x = torch.arange(16.0).reshape(1, 1, 4, 4).expand(32, 1, 4, 4)
-    out = augment_op("rotate90")(x)
-    turns = [[k for k in (1, 2, 3) if torch.equal(s, torch.rot90(x[0], k, dims=(1, 2)))] for s in out]
-    assert all(len(t) == 1 for t in turns) and {t[0] for t in turns} == {1, 2, 3}
-    assert torch.equal(augment_op("xflip")(x), x.flip(3))
-    wide = torch.randn(2, 1, 4, 8)  # not square: a half turn keeps the shape
-    assert torch.equal(augment_op("rotate90")(wide), torch.rot90(wide, 2, dims=(2, 3)))
+    n, every = 4000, torch.ones(4000, dtype=torch.bool)
+    x = torch.arange(16.0).reshape(1, 4, 4)
+    flips = _outcomes(ada_op("xflip")(x.expand(n, 1, 4, 4), every), {0: x, 1: x.flip(2)})
+    assert sum(flips) / n == pytest.approx(0.5, abs=0.03)
+    turns = _outcomes(ada_op("rotate90")(x.expand(n, 1, 4, 4), every), {k: torch.rot90(x, k, (1, 2)) for k in range(4)})
+    assert [turns.count(k) / n for k in range(4)] == pytest.approx([0.25] * 4, abs=0.03)
+    wide = torch.arange(32.0).reshape(1, 4, 8)  # not square: a half turn keeps the shape
+    halves = _outcomes(ada_op("rotate90")(wide.expand(n, 1, 4, 8), every), {0: wide, 2: torch.rot90(wide, 2, (1, 2))})
+    assert halves.count(2) / n == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(ada_op("rotate90")(x.expand(8, 1, 4, 4), torch.zeros(8, dtype=torch.bool)), x.expand(8, 1, 4, 4))
+
+
+_GEOMETRIC = [
+    ("xflip", (4, 4), lambda x: x.flip(3)),
+    ("rotate90", (4, 4), lambda x: torch.rot90(x, 1, (2, 3))),
+    ("rotate90", (4, 4), lambda x: torch.rot90(x, 2, (2, 3))),
+    ("rotate90", (4, 4), lambda x: torch.rot90(x, 3, (2, 3))),
+    ("rotate90", (4, 8), lambda x: torch.rot90(x, 2, (2, 3))),
+]
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.75, 0.95])
+@pytest.mark.parametrize("op, size, transform", _GEOMETRIC, ids=["flip", "rot90", "rot180", "rot270", "wide-rot180"])
+def test_ada_geometric_ops_do_not_leak(op, size, transform, p):
+    """E[A(x)] − E[A(T x)] = (1 − p)(x − T x) for a flip or turn T: non-zero at every p < 1, so D can still
+    tell a mirrored or turned fake from a real one and G gains nothing by producing them (Karras et al.
+    2020, sec. 2.2). The old ops (always flip, turns of 90/180/270 only) made it 0 at p = 0.5 and 0.75."""
+    torch.manual_seed(0)
+    n = 8000
+    x = torch.randn(1, 1, *size)
+    augment = AdaptiveAugment(ops=[op], initial_p=p, target=None)
+    difference = augment(x.expand(n, -1, -1, -1)).mean(0) - augment(transform(x).expand(n, -1, -1, -1)).mean(0)
+    expected = (1 - p) * (x - transform(x))[0]
+    noise = (2 * x.var() / n) ** 0.5  # standard error of one pixel of the difference (values move, not change)
+    torch.testing.assert_close(difference, expected, atol=float(5 * noise), rtol=0)
+    assert difference.norm() > 3 * noise * difference.numel() ** 0.5
+
+
+def test_ada_colour_parameter_laws_match_stylegan2_ada():
+    """Sample moments of the drawn parameters: brightness b ~ N(0, 0.2²), contrast log2 c ~ N(0, 0.5²),
+    saturation log2 s ~ N(0, 1) (StyleGAN2-ADA's brightness_std, contrast_std, saturation_std); the old
+    uniform laws (std 0.29 for b, c in [0.5, 1.5)) fail it."""
+    torch.manual_seed(0)
+    n, every = 20000, torch.ones(20000, dtype=torch.bool)
+    x = torch.rand(1, 3, 2, 2) + 0.5  # positive: contrast scales about 0
+    batch = x.expand(n, -1, -1, -1)
+    offset = ada_op("brightness")(batch, every) - batch
+    assert torch.allclose(offset, offset[:, :1, :1, :1].expand_as(offset), atol=1e-6)  # one value per sample
+    b = offset[:, 0, 0, 0]
+    assert abs(b.mean().item()) < 4 * 0.2 / n**0.5 and b.std().item() == pytest.approx(0.2, abs=0.006)
+    c = (ada_op("contrast")(batch, every) / batch)[:, 0, 0, 0]
+    assert abs(c.log2().mean().item()) < 4 * 0.5 / n**0.5 and c.log2().std().item() == pytest.approx(0.5, abs=0.015)
+    mean = batch.mean(dim=1, keepdim=True)
+    s = ((ada_op("saturation")(batch, every) - mean) / (batch - mean))[:, 0, 0, 0]
+    assert abs(s.log2().mean().item()) < 4 / n**0.5 and s.log2().std().item() == pytest.approx(1.0, abs=0.03)
+    # the gaussian law's fourth moment too (a uniform of the same std has kurtosis 1.8, not 3)
+    assert (b**4).mean().item() / b.var().item() ** 2 == pytest.approx(3.0, abs=0.15)
+    none = torch.zeros(n, dtype=torch.bool)
+    for name in ADA_OPS:  # not applied: the identity
+        assert torch.equal(ada_op(name)(batch, none), batch)
 
 
 def test_diffaugment_is_differentiable_and_checks_its_input():
@@ -72,17 +135,20 @@ def test_diffaugment_is_differentiable_and_checks_its_input():
         DiffAugment()(torch.zeros(4, 64))
     with pytest.raises(ValueError, match="unknown or empty policy"):
         DiffAugment(["colour"])
-    with pytest.raises(ValueError, match="unknown augment op 'blur'; valid: " + ", ".join(AUGMENT_OPS)):
+    with pytest.raises(ValueError, match="unknown augment op 'blur'; valid: " + ", ".join(ADA_OPS)):
         AdaptiveAugment(ops=["blur"])
 
 
 def test_ada_applies_each_op_with_probability_p():
     x = torch.randn(8, 1, 4, 4)
     assert torch.equal(AdaptiveAugment(initial_p=0.0, target=None)(x), x)
-    assert torch.equal(AdaptiveAugment(ops=["xflip"], initial_p=1.0, target=None)(x), x.flip(3))
     torch.manual_seed(0)
-    half = AdaptiveAugment(ops=["xflip"], initial_p=0.5, target=None)(torch.arange(4.0).reshape(1, 1, 1, 4).expand(4000, 1, 1, 4))
-    assert (half[:, 0, 0, 0] == 3).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    row = torch.arange(4.0).reshape(1, 1, 1, 4).expand(4000, 1, 1, 4)
+    for p in (0.5, 1.0):  # applied with p, then a flip is one of two outcomes: flipped with p / 2
+        flipped = AdaptiveAugment(ops=["xflip"], initial_p=p, target=None)(row)[:, 0, 0, 0] == 3
+        assert flipped.float().mean().item() == pytest.approx(p / 2, abs=0.03)
+    moved = AdaptiveAugment(ops=["brightness"], initial_p=0.3, target=None)(row) != row
+    assert moved.flatten(1).all(1).float().mean().item() == pytest.approx(0.3, abs=0.03)
 
 
 def test_ada_adjusts_p_by_the_sign_of_r_t_minus_target():

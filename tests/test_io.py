@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from advtune import io
+from advtune.io import saving
 from advtune.io import (
     attach_model_to_checkpoint,
     load_from_lightning_checkpoint,
@@ -189,7 +189,7 @@ def test_register_model_rules_and_user_models(tmp_path):
         with pytest.raises(ValueError, match="already registered"):
             register_model(Other)
     finally:
-        io._REGISTRY.pop("UserNet", None)
+        saving._REGISTRY.pop("UserNet", None)
 
 
 def test_save_refuses_unregistered_and_non_json(tmp_path):
@@ -200,3 +200,12 @@ def test_save_refuses_unregistered_and_non_json(tmp_path):
         save_model(Plain(), tmp_path / "x.pt")
     with pytest.raises(TypeError, match="metadata"):
         save_model(tiny_vae(), tmp_path / "x.pt", metadata={"f": object()})
+
+
+def test_public_import_paths_and_the_split_modules_agree():
+    """``advtune.io`` re-exports the writing and reading halves (the split kept every public name)."""
+    import advtune.io as package
+    from advtune.io import loading
+
+    assert package.save_model is saving.save_model and package.load_model is loading.load_model
+    assert set(package.__all__) == set(saving.__all__) | set(loading.__all__)

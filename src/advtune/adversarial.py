@@ -8,49 +8,22 @@ for Lightning). Its only state — ADA's ``p`` and LeCam's anchors — is in :me
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from advtune.discriminators.base import prepare_discriminator_input
-from advtune.losses import (
-    GAN_LOSS_TYPES,
-    PAIRED_LOSS_TYPES,
-    LeCamAnchors,
-    discriminator_accuracy,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
-    gradient_penalty,
-    last_layer_gradient_norms,
-    lazy_regularization_gain,
-    lecam_penalty,
-    r1_penalty,
-    r2_penalty,
-    real_sign_mean,
-)
-from advtune.losses.adaptive import weight_from_norms
+from advtune.adversarial_discriminator import (add_discriminator_penalties, discriminator_metrics,
+                                              double_backward_attention, scored_input)
+from advtune.losses import (GAN_LOSS_TYPES, PAIRED_LOSS_TYPES, LeCamAnchors, discriminator_loss, feature_matching_loss,
+                            generator_loss, lazy_regularization_gain)
+from advtune.losses.adaptive import adaptive_weighting
 
 __all__ = ["AdversarialLossCalculator"]
 
 _WARMUP_MODES = ("generator", "full")
 _FM_NORMALIZATIONS = ("mean", "relative")
-
-
-def _mean(logits: list[Tensor]) -> Tensor:
-    return torch.stack([x.detach().float().mean() for x in logits]).mean()
-
-
-@contextlib.contextmanager
-def _double_backward_attention(enabled: bool) -> Iterator[None]:
-    """Math SDPA kernel: the fused attention kernels have no derivative of their backward, so a
-    penalty (a gradient of a gradient) through an attention discriminator needs the math one."""
-    with sdpa_kernel(SDPBackend.MATH) if enabled else contextlib.nullcontext():
-        yield
 
 
 class AdversarialLossCalculator:
@@ -69,9 +42,9 @@ class AdversarialLossCalculator:
         loss = L_D(D(A(real)), D(A(fake))) + λ_LC · LeCam + g · (γ_R1/2 · R1 + γ_R2/2 · R2 + λ_gp · GP)
 
     with ``g`` the lazy-regularization gain (StyleGAN2: the penalties run every
-    ``regularization_interval`` steps, multiplied by that interval). R1/R2 are taken at the tensor
-    the discriminator's network scores: after ``A`` and after the discriminator's own re-noising
-    (:func:`~advtune.discriminators.base.prepare_discriminator_input`), under the math attention
+    ``regularization_interval`` steps, multiplied by that interval). R1/R2 differentiate at the
+    un-augmented input with ``A`` inside D, as StyleGAN2-ADA does, and at the tensor the network
+    scores for D's own re-noising (:mod:`advtune.adversarial_discriminator`), under the math attention
     kernel (double backward).
 
     Args:
@@ -114,24 +87,22 @@ class AdversarialLossCalculator:
         max_adaptive_weight: float = 1e4,
         augment: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
-        if loss_type not in GAN_LOSS_TYPES:
-            raise ValueError(f"adversarial.loss_type {loss_type!r} is unknown; valid: {', '.join(GAN_LOSS_TYPES)}")
-        if warmup_mode not in _WARMUP_MODES:
-            raise ValueError(f"adversarial.warmup_mode must be one of {_WARMUP_MODES}, got {warmup_mode!r}")
-        if feature_matching_normalization not in _FM_NORMALIZATIONS:
-            raise ValueError(
-                f"adversarial.feature_matching_normalization must be one of {_FM_NORMALIZATIONS}, "
-                f"got {feature_matching_normalization!r}"
-            )
+        for key, value, valid in (("loss_type", loss_type, GAN_LOSS_TYPES), ("warmup_mode", warmup_mode, _WARMUP_MODES),
+                                  ("feature_matching_normalization", feature_matching_normalization, _FM_NORMALIZATIONS)):
+            if value not in valid:
+                raise ValueError(f"adversarial.{key} {value!r} is unknown; valid: {', '.join(valid)}")
         for name, value in (("adversarial_weight", adversarial_weight), ("feature_matching_weight", feature_matching_weight),
                             ("r1_weight", r1_weight), ("r2_weight", r2_weight), ("gp_weight", gp_weight),
                             ("lecam_weight", lecam_weight), ("warmup_steps", warmup_steps)):
-            if value < 0:
+            if not value >= 0:  # NaN too
                 raise ValueError(f"adversarial.{name} must be >= 0, got {value}")
         if regularization_interval < 1:
             raise ValueError(f"adversarial.regularization_interval must be >= 1, got {regularization_interval}")
         if augment is not None and not callable(augment):
             raise ValueError(f"adversarial.augment must be an augmenter (advtune.augment), got {type(augment).__name__}")
+        if loss_type == "wgan" and getattr(augment, "target", None) is not None:
+            raise ValueError("adversarial.augment: ADA adapts p from r_t = E[sign(D(real))], which means nothing for "
+                             "loss_type=wgan (the critic has no fixed origin); set augment.target=null or use DiffAugment")
         self.adversarial_weight = float(adversarial_weight)
         self.feature_matching_weight = float(feature_matching_weight)
         self.warmup_steps = int(warmup_steps)
@@ -157,17 +128,6 @@ class AdversarialLossCalculator:
         """Whether the discriminator trains at ``global_step`` (always, unless ``warmup_mode="full"``)."""
         return self.warmup_mode == "generator" or global_step >= self.warmup_steps
 
-    def _augmented(self, x: Tensor) -> Tensor:
-        return x if self.augment is None else self.augment(x)
-
-    def _scored(self, discriminator: nn.Module, x: Tensor, cond: dict[str, Any], penalized: bool) -> tuple[Tensor, dict]:
-        """The D input (augmented, detached); for a penalty, the tensor its network scores, as a leaf."""
-        x = self._augmented(x.detach())
-        if not penalized:
-            return x, cond
-        x, cond = prepare_discriminator_input(discriminator, x, cond)
-        return x.detach().requires_grad_(True), cond
-
     def compute_discriminator_loss(
         self, discriminator: nn.Module, real: Tensor, fake: Tensor, global_step: int = 0,
         with_metrics: bool = True, **cond: Any,
@@ -190,42 +150,16 @@ class AdversarialLossCalculator:
         """
         gain = lazy_regularization_gain(global_step, self.regularization_interval)
         want_r1, want_r2 = self.r1_weight > 0 and gain > 0, self.r2_weight > 0 and gain > 0
-        real_in, real_cond = self._scored(discriminator, real, cond, want_r1)
-        fake_in, fake_cond = self._scored(discriminator, fake, cond, want_r2)
-        with _double_backward_attention(want_r1):
+        real_in, real_cond, real_leaf = scored_input(discriminator, real, cond, self.augment, want_r1)
+        fake_in, fake_cond, fake_leaf = scored_input(discriminator, fake, cond, self.augment, want_r2)
+        with double_backward_attention(want_r1):
             real_logits, _ = discriminator(real_in, **real_cond)
-        with _double_backward_attention(want_r2):
+        with double_backward_attention(want_r2):
             fake_logits, _ = discriminator(fake_in, **fake_cond)
         adv = discriminator_loss(real_logits, fake_logits, self.loss_type)
-        loss, terms = adv, {}
-        if want_r1:
-            terms["d/r1"] = r1_penalty(real_logits, real_in)
-            loss = loss + gain * 0.5 * self.r1_weight * terms["d/r1"]
-        if want_r2:
-            terms["d/r2"] = r2_penalty(fake_logits, fake_in)
-            loss = loss + gain * 0.5 * self.r2_weight * terms["d/r2"]
-        if self.gp_weight > 0 and gain > 0:
-            with _double_backward_attention(True):
-                terms["d/gp"] = gradient_penalty(discriminator, self._augmented(real.detach()),
-                                                 self._augmented(fake.detach()), **cond)
-            loss = loss + gain * self.gp_weight * terms["d/gp"]
-        if self.lecam is not None:
-            # Like ADA's p, the anchors move only on training steps (not under no_grad: validation).
-            anchors = self.lecam.update(real_logits, fake_logits, commit=torch.is_grad_enabled())
-            terms["d/lecam"] = lecam_penalty(real_logits, fake_logits, *anchors)
-            loss = loss + self.lecam_weight * terms["d/lecam"]
-        observe = getattr(self.augment, "observe", None)
-        r_t = real_sign_mean(real_logits, fake_logits, self.loss_type) if with_metrics or observe else None
-        if observe is not None and torch.is_grad_enabled():
-            observe(r_t, real.shape[0])
-        metrics = {"d/loss": adv.detach(), "d/total": loss.detach()}
-        if with_metrics:
-            real_acc, fake_acc = discriminator_accuracy(real_logits, fake_logits, self.loss_type)
-            metrics.update({"d/real_acc": real_acc, "d/fake_acc": fake_acc, "d/logits_real": _mean(real_logits),
-                            "d/logits_fake": _mean(fake_logits), "d/r_t": r_t})
-            metrics.update({key: value.detach() for key, value in terms.items()})
-            if getattr(self.augment, "p", None) is not None:
-                metrics["d/ada_p"] = self.augment.p.detach().clone()
+        loss, terms = add_discriminator_penalties(self, adv, discriminator, (real, fake), (real_logits, fake_logits),
+                                                  (real_leaf, fake_leaf), gain, cond)
+        metrics = discriminator_metrics(self, (real_logits, fake_logits), adv, loss, terms, real.shape[0], with_metrics)
         return {"loss": loss, **metrics}
 
     def compute_generator_loss(
@@ -271,24 +205,18 @@ class AdversarialLossCalculator:
             metrics = {"g/base": base.detach(), "g/adv": zero, "g/feat": zero, "g/adv_weight": zero,
                        "g/adaptive_weight": zero} if with_metrics else {}
             return {"loss": base, "g/total": base.detach(), **metrics}
-        fake_logits, fake_features = discriminator(self._augmented(fake), **cond)
+        fake_logits, fake_features = discriminator(fake if self.augment is None else self.augment(fake), **cond)
         real_logits = real_features = None
         if self.feature_matching_weight > 0 or self.loss_type in PAIRED_LOSS_TYPES:
             with torch.no_grad():
-                real_logits, real_features = discriminator(self._augmented(real.detach()), **cond)
+                real_in = real.detach() if self.augment is None else self.augment(real.detach())
+                real_logits, real_features = discriminator(real_in, **cond)
         adv = generator_loss(fake_logits, self.loss_type, real_logits)
         weight: Tensor | float = self.adversarial_weight * adversarial_scale
-        norms = None
-        measurable = base_loss is not None and last_layer is not None and torch.is_grad_enabled()
-        if self.use_adaptive_weight:
-            if base_loss is None or last_layer is None:
-                raise ValueError("use_adaptive_weight=True needs base_loss and last_layer in compute_generator_loss")
-            # Validation (no graph to differentiate) reports the unscaled term.
-            norms = last_layer_gradient_norms(base_loss, adv, last_layer) if measurable else None
-            adaptive = weight_from_norms(*norms, max_weight=self.max_adaptive_weight) if norms else torch.ones((), device=adv.device)
+        adaptive, norms = adaptive_weighting(base_loss, adv, last_layer, self.use_adaptive_weight, measure_gradients,
+                                             self.max_adaptive_weight)
+        if adaptive is not None:
             weight = weight * adaptive
-        elif measure_gradients and measurable:
-            norms = last_layer_gradient_norms(base_loss, adv, last_layer)
         loss = base + weight * adv
         feat = zero
         if self.feature_matching_weight > 0:
@@ -298,7 +226,7 @@ class AdversarialLossCalculator:
         if with_metrics:
             metrics.update({"g/base": base.detach(), "g/adv": adv.detach(), "g/feat": feat.detach(),
                             "g/adv_weight": torch.as_tensor(weight, dtype=torch.float32, device=adv.device).detach(),
-                            "g/adaptive_weight": adaptive if self.use_adaptive_weight else zero})
+                            "g/adaptive_weight": zero if adaptive is None else adaptive})
             if norms is not None:
                 base_norm, adversarial_norm = norms
                 metrics["g/grad_ratio"] = (weight * adversarial_norm) / (base_weight * base_norm + 1e-12)

@@ -9,7 +9,9 @@ Training"; ADA, Karras et al. 2020, "Training Generative Adversarial Networks wi
 ``augment`` argument to exactly those inputs.
 
 * :class:`DiffAugment` applies its policy to every sample (DiffAugment's ``color,translation,cutout``).
-* :class:`AdaptiveAugment` applies each op to a sample with probability ``p`` and adapts ``p`` with
+* :class:`AdaptiveAugment` applies each op to a sample with probability ``p``, drawing ADA's
+  non-leaking laws (the identity among the outcomes; Gaussian and log-normal colour parameters; see
+  :mod:`advtune.augment_ops`), and adapts ``p`` with
   ADA's overfitting heuristic ``r_t = E[sign(D(real))]``: every ``interval`` D steps, ``p`` moves by
   ``sign(r_t − target) · batch · interval / speed_images`` (StyleGAN2-ADA: target 0.6, ``p`` can go
   from 0 to 1 in 500k images). ``p`` lives on the device: adapting it never syncs with the host.
@@ -22,95 +24,18 @@ Translation and cutout fill with 0 (mid-grey for images in [-1, 1]), as DiffAugm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AUGMENT_OPS", "AdaptiveAugment", "DiffAugment", "augment_op"]
+from advtune.augment_ops import ADA_OPS, DIFFAUGMENT_OPS, ada_op, diffaugment_op
 
+__all__ = ["ADA_OPS", "DIFFAUGMENT_OPS", "AdaptiveAugment", "DiffAugment", "ada_op", "diffaugment_op"]
 
-def _uniform(x: Tensor, low: float, high: float) -> Tensor:
-    """One value per sample, ``(B, 1, 1, 1)``, uniform in ``[low, high)``."""
-    return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) * (high - low) + low
-
-
-def _brightness(x: Tensor) -> Tensor:
-    return x + _uniform(x, -0.5, 0.5)
-
-
-def _saturation(x: Tensor) -> Tensor:
-    mean = x.mean(dim=1, keepdim=True)
-    return (x - mean) * _uniform(x, 0.0, 2.0) + mean
-
-
-def _contrast(x: Tensor) -> Tensor:
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * _uniform(x, 0.5, 1.5) + mean
-
-
-def _xflip(x: Tensor) -> Tensor:
-    return x.flip(3)
-
-
-def _rotate90(x: Tensor) -> Tensor:
-    """Rotation by 90°, 180° or 270° (uniform), per sample; 180° only when ``H != W`` (shape kept)."""
-    if x.shape[2] != x.shape[3]:
-        return x.flip(2, 3)
-    turns = torch.randint(1, 4, (x.shape[0], 1, 1, 1), device=x.device)
-    out = torch.rot90(x, 1, dims=(2, 3))
-    for k in (2, 3):
-        out = torch.where(turns == k, torch.rot90(x, k, dims=(2, 3)), out)
-    return out
-
-
-def _translation(x: Tensor, ratio: float = 0.125) -> Tensor:
-    """Integer shift by up to ``ratio`` of each side, per sample, zero fill (DiffAugment)."""
-    batch, _, height, width = x.shape
-    max_dy, max_dx = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    dy = torch.randint(-max_dy, max_dy + 1, (batch, 1, 1), device=x.device)
-    dx = torch.randint(-max_dx, max_dx + 1, (batch, 1, 1), device=x.device)
-    padded = F.pad(x, (max_dx, max_dx, max_dy, max_dy))
-    # Output pixel (i, j) reads padded pixel (i + max_dy - dy, j + max_dx - dx): a shift by (dy, dx).
-    rows = torch.arange(height, device=x.device).reshape(1, -1, 1) + max_dy - dy
-    cols = torch.arange(width, device=x.device).reshape(1, 1, -1) + max_dx - dx
-    samples = torch.arange(batch, device=x.device).reshape(-1, 1, 1)
-    return padded.permute(0, 2, 3, 1)[samples, rows, cols].permute(0, 3, 1, 2)
-
-
-def _cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
-    """Zero a square of ``ratio`` of each side at a random centre, per sample (DeVries & Taylor 2017)."""
-    batch, _, height, width = x.shape
-    size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    cy = torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), device=x.device)
-    cx = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), device=x.device)
-    rows = torch.arange(height, device=x.device).reshape(1, -1, 1) - (cy - size_y // 2)
-    cols = torch.arange(width, device=x.device).reshape(1, 1, -1) - (cx - size_x // 2)
-    inside = (rows >= 0) & (rows < size_y) & (cols >= 0) & (cols < size_x)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
-
-
-_OPS: dict[str, Callable[[Tensor], Tensor]] = {
-    "xflip": _xflip,
-    "rotate90": _rotate90,
-    "translation": _translation,
-    "brightness": _brightness,
-    "saturation": _saturation,
-    "contrast": _contrast,
-    "cutout": _cutout,
-}
-AUGMENT_OPS: tuple[str, ...] = tuple(_OPS)
 _POLICIES = {"color": ("brightness", "saturation", "contrast"), "translation": ("translation",), "cutout": ("cutout",)}
-
-
-def augment_op(name: str) -> Callable[[Tensor], Tensor]:
-    """The op ``name`` (one of ``AUGMENT_OPS``): ``(B, C, H, W) -> (B, C, H, W)``, random per sample."""
-    if name not in _OPS:
-        raise ValueError(f"unknown augment op {name!r}; valid: {', '.join(AUGMENT_OPS)}")
-    return _OPS[name]
 
 
 def _check_input(x: Tensor) -> None:
@@ -131,7 +56,7 @@ class DiffAugment:
         if unknown or not policy:
             raise ValueError(f"DiffAugment: unknown or empty policy {list(policy)}; groups: {', '.join(_POLICIES)}")
         self.policy = tuple(policy)
-        self._ops = [_OPS[name] for group in self.policy for name in _POLICIES[group]]
+        self._ops = [diffaugment_op(name) for group in self.policy for name in _POLICIES[group]]
 
     def __call__(self, x: Tensor) -> Tensor:
         _check_input(x)
@@ -143,8 +68,12 @@ class DiffAugment:
 class AdaptiveAugment:
     """ADA (Karras et al. 2020): each op applied with probability ``p`` per sample, ``p`` adapted.
 
+    Where applied, an op draws ADA's own law (:mod:`advtune.augment_ops`): the identity stays one of
+    the outcomes (a flip with ``p/2``, a non-zero quarter turn with ``3p/4``) and the colour
+    parameters are Gaussian / log-normal, so the augmentation does not leak for any ``p < 1``.
+
     Args:
-        ops: op names from ``AUGMENT_OPS``; default: ADA's pixel blitting (xflip, rotate90,
+        ops: op names from ``ADA_OPS``; default: ADA's pixel blitting (xflip, rotate90,
             integer translation) and two colour ops.
         initial_p: ``p`` at the start.
         target: the ``r_t`` to hold (0.6 in StyleGAN2-ADA); ``None`` keeps ``p`` fixed.
@@ -163,7 +92,7 @@ class AdaptiveAugment:
     ) -> None:
         if not ops:
             raise ValueError("AdaptiveAugment: ops must name at least one op")
-        self._ops = [augment_op(name) for name in ops]
+        self._ops = [ada_op(name) for name in ops]
         if not 0.0 <= initial_p <= 1.0:
             raise ValueError(f"AdaptiveAugment: initial_p must be in [0, 1], got {initial_p}")
         if target is not None and not -1.0 < target < 1.0:
@@ -182,8 +111,7 @@ class AdaptiveAugment:
         _check_input(x)
         self.p = self.p.to(x.device)
         for op in self._ops:
-            apply = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-            x = torch.where(apply, op(x), x)
+            x = op(x, torch.rand(x.shape[0], device=x.device) < self.p)
         return x
 
     def observe(self, real_sign: Tensor, batch_size: int) -> None:

@@ -18,7 +18,11 @@ _PANELS = (
 
 
 def plot_health(history: list[dict[str, Any]], thresholds: dict[str, float], path: str | Path) -> Path:
-    """Four panels over generator steps, the background shaded by the status of each check."""
+    """Four panels over generator steps, the background shaded by the status of each check.
+
+    ``thresholds`` holds the lines to draw in the panels' units (``collapse_diversity``: the diversity
+    under which G is collapsing); a missing key draws no line.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -35,7 +39,7 @@ def plot_health(history: list[dict[str, Any]], thresholds: dict[str, float], pat
             points = [(row["step"], row[name]) for row in history if name in row]
             if any(value != 0 for _, value in points):  # e.g. the adaptive weight reads 0 when it is off
                 axis.plot(*zip(*points), label=name, linewidth=1.2)
-        if threshold is not None:
+        if threshold in thresholds:  # e.g. no collapse line where collapse is not judged
             axis.axhline(thresholds[threshold], color="black", linestyle="--", linewidth=0.8, label=threshold)
         axis.set_title(title, fontsize=9, loc="left")
         if axis.get_legend_handles_labels()[0]:

@@ -32,8 +32,42 @@ def test_rampup_is_stylegan_ema_rampup():
     ema.updates = 10**6  # ramped up: the configured decay
     assert ema.beta() == pytest.approx(0.999)
     assert GeneratorEMA(decay=0.9).beta() == 0.9
-    with pytest.raises(ValueError, match="ema_decay must be in"):
-        GeneratorEMA(decay=1.0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"decay": 1.0}, "module.ema_decay must be in [0, 1) or null, got 1.0"),
+    ({"decay": 1.5}, "module.ema_decay must be in [0, 1) or null, got 1.5"),
+    ({"decay": -0.1}, "module.ema_decay must be in [0, 1) or null, got -0.1"),
+    ({"decay": float("nan")}, "module.ema_decay must be in [0, 1) or null, got nan"),
+    ({"decay": 0.9, "rampup": -0.05}, "module.ema_rampup must be >= 0 or null, got -0.05"),
+])
+def test_bad_decay_or_rampup_is_one_clear_value_error(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        GeneratorEMA(**kwargs)
+    assert str(error.value) == message
+
+
+def test_decay_zero_is_the_live_weights_without_a_math_error():
+    live = nn.Parameter(torch.tensor([1.0]))
+    for rampup in (None, 0.0):
+        ema = GeneratorEMA(decay=0.0, rampup=rampup)
+        ema.update([live])
+        with torch.no_grad():
+            live.fill_(3.0)
+        ema.update([live])
+        assert ema.beta() == 0.0 and ema.shadow[0].item() == 3.0
+        live.data.fill_(1.0)
+
+
+def test_cli_refuses_a_decay_above_one_in_one_line(tmp_path, capsys):
+    from advtune.cli import main
+
+    code = main(["train", "experiment=digits_gan", "module.ema_decay=1.5", "trainer.max_steps=2",
+                 f"output_dir={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err + captured.out
+    assert [line for line in captured.err.splitlines() if line.startswith("error:")] == [
+        "error: module.ema_decay must be in [0, 1) or null, got 1.5"]
 
 
 def test_swap_restores_the_live_weights_bit_for_bit():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["adaptive_weight", "last_layer_gradient_norms", "weight_from_norms"]
+__all__ = ["adaptive_weight", "adaptive_weighting", "last_layer_gradient_norms", "weight_from_norms"]
 
 
 def _last_layer_gradient(loss: Tensor, last_layer: Tensor, loss_name: str) -> Tensor:
@@ -67,3 +67,24 @@ def adaptive_weight(
 def weight_from_norms(base_norm: Tensor, adversarial_norm: Tensor, max_weight: float = 1e4, eps: float = 1e-4) -> Tensor:
     """``clamp(base_norm / (adversarial_norm + eps), 0, max_weight)``, detached (see :func:`adaptive_weight`)."""
     return (base_norm / (adversarial_norm + eps)).clamp(0.0, max_weight).detach()
+
+
+def adaptive_weighting(
+    base_loss: Tensor | None, adversarial_loss: Tensor, last_layer: Tensor | None, adaptive: bool, measure: bool,
+    max_weight: float = 1e4,
+) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+    """``(w_adapt, norms)`` of one generator step: the adaptive weight when ``adaptive`` (1 without a
+    graph to differentiate, e.g. validation), else ``None``; and the two last-layer gradient norms
+    when they were computed (``adaptive`` or ``measure``, with a graph), else ``None``.
+
+    Raises:
+        ValueError: ``adaptive`` without ``base_loss`` or ``last_layer``.
+    """
+    measurable = base_loss is not None and last_layer is not None and torch.is_grad_enabled()
+    if adaptive:
+        if base_loss is None or last_layer is None:
+            raise ValueError("use_adaptive_weight=True needs base_loss and last_layer in compute_generator_loss")
+        norms = last_layer_gradient_norms(base_loss, adversarial_loss, last_layer) if measurable else None
+        weight = weight_from_norms(*norms, max_weight=max_weight) if norms else torch.ones((), device=adversarial_loss.device)
+        return weight, norms
+    return None, (last_layer_gradient_norms(base_loss, adversarial_loss, last_layer) if measure and measurable else None)

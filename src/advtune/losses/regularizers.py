@@ -154,9 +154,12 @@ def lecam_penalty(real_logits: Logits, fake_logits: Logits, real_anchor: Tensor,
 class LeCamAnchors:
     """LeCam's anchors ``α_R, α_F``: moving averages of the mean real and fake logits, one per sub-D.
 
-    Updated with the current batch before use, with the authors' decay (0.99). Unlike their code (a
-    plain moving average that starts at 0), the average is bias-corrected (divided by
-    ``1 − decay^t``, as Adam's moments), so the first steps do not pull the logits towards 0.
+    Updated with the current batch before use, with the authors' decay (0.99), and bias-corrected
+    (divided by ``1 − decay^t``, as Adam's moments) so the first steps do not pull the logits towards
+    0. That is the authors' StyleGAN2 code (``google/lecam-gan``, ``stylegan2/lecam_loss.py``:
+    TensorFlow's ``assign_moving_average(..., decay=0.99, zero_debias=True)``). Their BigGAN code
+    differs: it pegs the averages to the current batch means (decay 0) for the first 1,000 iterations
+    and only then switches the penalty on.
     """
 
     def __init__(self, decay: float = 0.99) -> None:

@@ -1,6 +1,7 @@
 """What :class:`~advtune.training.AdversarialModule` does around its step: logging and resume state.
 
-Kept out of ``module.py`` so the two-player step reads in one screen. Logging costs nothing on the
+Kept out of ``module.py`` so the two-player step reads in one screen (:class:`RunBookkeeping` is a
+mixin of the module: its Lightning hooks around the step). Logging costs nothing on the
 steps the logger does not write: running averages are device tensors updated in place, and
 everything else — metrics, the diversity of the fakes, learning rates, the non-finite check, and
 the one host transfer of all of them — happens on logging steps only.
@@ -16,9 +17,9 @@ from torch import Tensor
 from advtune.monitor import fake_diversity
 from advtune.schedule import Phase, StepPlan
 from advtune.tasks.base import TaskOutput
-from advtune.training.state import capture_rng_state
+from advtune.training.state import capture_rng_state, restore_rng_state
 
-__all__ = ["checkpoint_state", "restore_checkpoint_state", "training_log", "write_step_metrics"]
+__all__ = ["RunBookkeeping", "checkpoint_state", "restore_checkpoint_state", "training_log", "write_step_metrics"]
 
 _PROGRESS_BAR_KEYS = ("g/total", "d/loss")
 
@@ -111,3 +112,40 @@ def restore_checkpoint_state(module: Any, state: dict[str, Any]) -> None:
     module.running_averages = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in state["running_averages"].items()}
     module.calculator.load_state_dict(state.get("calculator", {}))
     module._rng_to_restore = state["rng"]
+
+
+class RunBookkeeping:
+    """Mixin of :class:`~advtune.training.AdversarialModule`: its hooks around the step (logging, the
+    non-finite checks, epoch schedulers, exact resume)."""
+
+    def on_train_epoch_end(self) -> None:
+        self.nonfinite.check()
+        self._step_epoch_schedulers()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.logging_step:  # after the callbacks' hooks: the health monitor's status is in the row
+            write_step_metrics(self)
+
+    def on_train_end(self) -> None:
+        self.nonfinite.check()  # the steps after the last logging step
+
+    def _should_log(self) -> bool:
+        # Lightning's self.log costs about a millisecond per key; only call it on the steps the
+        # logger writes (trainer.log_every_n_steps), which are also the progress bar's updates.
+        return self.trainer._logger_connector.should_update_logs
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["advtune"] = checkpoint_state(self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("advtune")
+        if state is None:
+            raise ValueError("checkpoint was not written by advtune (no 'advtune' entry); cannot resume exactly")
+        restore_checkpoint_state(self, state)
+
+    def _restore_rng_once(self) -> None:
+        # Restored at the first resumed batch, not at load time: what Lightning does between
+        # loading and training (sanity checks, loader set-up) must not consume the saved stream.
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advtune.config import ConfigError
+
 __all__ = ["GeneratorEMA"]
 
 
@@ -31,19 +33,23 @@ class GeneratorEMA(nn.Module):
     """The average, its update and the swap of it into the live weights.
 
     Args:
-        decay: ``β`` once ramped up, in ``(0, 1)`` (0.999: half-life of 693 updates).
-        rampup: StyleGAN2's ``ema_rampup`` (0.05 there), or ``None`` for a constant ``β``.
+        decay: ``β`` once ramped up, in ``[0, 1)`` (0.999: half-life of 693 updates; 0: the live weights).
+        rampup: StyleGAN2's ``ema_rampup`` (0.05 there), ``>= 0``, or ``None`` for a constant ``β``.
+
+    Raises:
+        ConfigError: (a ``ValueError``) ``decay`` outside ``[0, 1)`` or a negative ``rampup``, naming the
+            config key, so ``advtune train`` prints one line.
     """
 
     def __init__(self, decay: float, rampup: float | None = None) -> None:
         super().__init__()
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"module.ema_decay must be in (0, 1) or null, got {decay}")
-        if rampup is not None and rampup <= 0:
-            raise ValueError(f"module.ema_rampup must be > 0 or null, got {rampup}")
+        if not 0.0 <= decay < 1.0:  # NaN too
+            raise ConfigError(f"module.ema_decay must be in [0, 1) or null, got {decay}")
+        if rampup is not None and not rampup >= 0:
+            raise ConfigError(f"module.ema_rampup must be >= 0 or null, got {rampup}")
         self.decay = float(decay)
         self.rampup = None if rampup is None else float(rampup)
-        self.half_life = math.log(0.5) / math.log(self.decay)
+        self.half_life = math.log(0.5) / math.log(self.decay) if self.decay > 0 else 0.0
         self.shadow: list[Tensor] | None = None
         self.updates = 0
         self._swapped = False

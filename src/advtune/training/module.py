@@ -17,48 +17,32 @@ generator updates go through Lightning's counter, so ``trainer.max_steps``, ``gl
 No hidden cost: nothing in the step reads a device value on the host. Non-finite losses are
 flagged on the device and their updates skipped there (:mod:`advtune.training.nonfinite`); metrics
 are computed, reduced and logged only on the steps the logger writes (``trainer.log_every_n_steps``).
+Optimizers, schedulers and the clipping hook are in :mod:`advtune.training.optimization`; logging
+and the resume hooks in :mod:`advtune.training.bookkeeping` (mixins of the module).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.strategies import FSDPStrategy
 import torch
 from torch import Tensor, nn
 
 from advtune.adversarial import AdversarialLossCalculator
 from advtune.schedule import Phase, PhaseSchedule, StepPlan
 from advtune.tasks.base import AdversarialTask, TaskOutput
-from advtune.training.bookkeeping import checkpoint_state, restore_checkpoint_state, training_log, write_step_metrics
+from advtune.training.bookkeeping import RunBookkeeping, training_log
 from advtune.training.ema import GeneratorEMA
 from advtune.training.nonfinite import NonFiniteGuard
-from advtune.training.state import restore_rng_state
+from advtune.training.optimization import OptimizerFactory, PlayerOptimization, SchedulerFactory, frozen
 
 __all__ = ["AdversarialModule"]
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
-
-@contextlib.contextmanager
-def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
-    """Build the graph without these parameters, so no gradient can reach them."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-
-
-class AdversarialModule(L.LightningModule):
+class AdversarialModule(PlayerOptimization, RunBookkeeping, L.LightningModule):
     """Trains a task's generator against a discriminator with manual optimization.
 
     Args:
@@ -145,40 +129,6 @@ class AdversarialModule(L.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self.run_config: str | None = None  # the resolved YAML of the run (set by the CLI), kept in checkpoints
 
-    # ---- players and optimizers -------------------------------------------------------------
-    def player_parameters(self, phase: Phase) -> list[nn.Parameter]:
-        """The parameters one player's optimizer updates."""
-        if phase is Phase.G:
-            return list(self.task.trainable_parameters())
-        return [p for p in self.discriminator.parameters() if p.requires_grad] if self.discriminator else []
-
-    def configure_optimizers(self) -> Any:
-        phases = [Phase.G, Phase.D] if self.discriminator is not None else [Phase.G]
-        optimizers, schedulers = [], []
-        for phase in phases:
-            params = self.player_parameters(phase)
-            if not params:
-                raise ValueError(f"the {phase.name} player has no trainable parameters")
-            factory = self._optimizer_factories[phase] or (lambda p: torch.optim.Adam(p, lr=2e-4, betas=(0.5, 0.999), fused=True))
-            optimizers.append(factory(params))
-            if self._scheduler_factories[phase] is not None:
-                schedulers.append(self._scheduler_factories[phase](optimizers[-1]))
-        if schedulers and len(schedulers) != len(optimizers):
-            raise ValueError("give an LR scheduler to both players or to neither")
-        return optimizers, schedulers
-
-    def _optimizer(self, phase: Phase) -> Any:
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        return optimizers[0 if phase is Phase.G else 1]
-
-    def _scheduler(self, phase: Phase) -> Any:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return None
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
-        return schedulers[0 if phase is Phase.G else 1]
-
     # ---- the two sides ----------------------------------------------------------------------
     def model_predict(self, inputs: Any, phase: Phase) -> TaskOutput:
         """``Phase.G``: run the generator on a batch; ``Phase.D``: the detached view D trains on."""
@@ -196,7 +146,7 @@ class AdversarialModule(L.LightningModule):
     def calculate_generator_loss(self, output: TaskOutput, plan: StepPlan, step: int) -> dict[str, Tensor]:
         base = output.base_loss  # unannealed: the adaptive weight is computed from it (taming)
         if plan.adversarial and self.discriminator is not None:
-            with _frozen(self.player_parameters(Phase.D)):
+            with frozen(self.player_parameters(Phase.D)):
                 result = self.calculator.compute_generator_loss(
                     self.discriminator, output.real, output.fake, step, base_loss=base,
                     last_layer=output.last_layer, adversarial_scale=plan.adversarial_scale,
@@ -214,7 +164,7 @@ class AdversarialModule(L.LightningModule):
         return result
 
     def calculate_discriminator_loss(self, output: TaskOutput, step: int) -> dict[str, Tensor]:
-        with _frozen(self.player_parameters(Phase.G)):
+        with frozen(self.player_parameters(Phase.G)):
             return self.calculator.compute_discriminator_loss(
                 self.discriminator, output.real, output.fake, step, with_metrics=self.logging_step, **output.cond)
 
@@ -252,7 +202,7 @@ class AdversarialModule(L.LightningModule):
         self.active_player = phase
         self.nonfinite.observe(phase, loss, self.batch_step)  # device flag: a bad update is skipped, no sync
         other = self.player_parameters(Phase.D if phase is Phase.G else Phase.G)
-        with _frozen(other):  # also in backward: FSDP decides there again which flat parameters get gradients
+        with frozen(other):  # also in backward: FSDP decides there again which flat parameters get gradients
             self.manual_backward(loss if self.accumulate_grad_batches == 1 else loss / self.accumulate_grad_batches)
         self.micro_steps[phase] += 1
         if self.micro_steps[phase] % self.accumulate_grad_batches:
@@ -266,53 +216,10 @@ class AdversarialModule(L.LightningModule):
             self.discriminator_updates += 1
         self.nonfinite.after_step(optimizer.optimizer, phase)
         optimizer.zero_grad(set_to_none=True)
-        scheduler = self._scheduler(phase)
-        if scheduler is not None and self.scheduler_interval == "step":
-            scheduler.step()
+        self._step_scheduler(phase)
         if phase is Phase.G and self.ema is not None:
             self.ema.update(self.player_parameters(Phase.G))
         return metrics
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        phase = self.active_player
-        max_norm = self.clip_norms[phase]
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed: this player's GradScaler
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm_bad = None
-        if max_norm is not None and params:
-            if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
-                scaler.unscale_(optimizer)  # Lightning leaves a fused optimizer's gradients scaled: clip true units
-            if isinstance(self.trainer.strategy, FSDPStrategy):  # gradients are shards: all-reduced norm
-                from advtune.training.sharded_clip import clip_sharded_grad_norm_
-
-                norm = clip_sharded_grad_norm_(params, max_norm)
-            else:
-                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            if self.logging_step:
-                self.log(f"{phase.value}/grad_norm", norm, on_step=True, on_epoch=False)
-            norm_bad = ~torch.isfinite(norm)
-        if scaler is None:  # a GradScaler skips non-finite gradients itself
-            self.nonfinite.mask_step(optimizer, phase, norm_bad)
-
-    def on_train_epoch_end(self) -> None:
-        self.nonfinite.check()
-        if self.scheduler_interval == "epoch":
-            for phase in (Phase.G, Phase.D) if self.discriminator is not None else (Phase.G,):
-                scheduler = self._scheduler(phase)
-                if scheduler is not None:
-                    scheduler.step()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.logging_step:  # after the callbacks' hooks: the health monitor's status is in the row
-            write_step_metrics(self)
-
-    def on_train_end(self) -> None:
-        self.nonfinite.check()  # the steps after the last logging step
-
-    def _should_log(self) -> bool:
-        # Lightning's self.log costs about a millisecond per key; only call it on the steps the
-        # logger writes (trainer.log_every_n_steps), which are also the progress bar's updates.
-        return self.trainer._logger_connector.should_update_logs
 
     # ---- the weights that ship ----------------------------------------------------------------
     def generator_weights(self) -> contextlib.AbstractContextManager:
@@ -338,20 +245,3 @@ class AdversarialModule(L.LightningModule):
             metrics = self.task.validation_epoch_end(out_dir, self.global_step)
         if metrics:
             self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=True)
-
-    # ---- exact resume ------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["advtune"] = checkpoint_state(self)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("advtune")
-        if state is None:
-            raise ValueError("checkpoint was not written by advtune (no 'advtune' entry); cannot resume exactly")
-        restore_checkpoint_state(self, state)
-
-    def _restore_rng_once(self) -> None:
-        # Restored at the first resumed batch, not at load time: what Lightning does between
-        # loading and training (sanity checks, loader set-up) must not consume the saved stream.
-        if self._rng_to_restore is not None:
-            restore_rng_state(self._rng_to_restore)
-            self._rng_to_restore = None

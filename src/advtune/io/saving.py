@@ -1,17 +1,9 @@
-"""Save and load whole models (generator + config) safely.
+"""Write whole models (generator + config) safely, and the allow-list of classes that may be rebuilt.
 
 A saved file is a plain ``torch.save`` dictionary holding only tensors, numbers, strings, lists and
-dicts, so it loads with ``torch.load(path, weights_only=True)``: nothing in the file is ever
-unpickled into an arbitrary object. The class to rebuild is looked up *by name* in an allow-list
-(:func:`register_model`), never imported from a string found in the file.
-
-File layout (``FORMAT_VERSION`` 1)::
-
-    {"format_version": 1, "model_class": "AudioVAE", "model_config": {...constructor kwargs...},
-     "model_state_dict": {...}, "latent_statistics": {"latent_mean": T, "latent_std": T} | None,
-     "encoder_frozen": bool | None, "optimizer_state_dict": ... | None,
-     "scheduler_state_dict": ... | None, "epoch": int | None, "global_step": int | None,
-     "metadata": dict | None}
+dicts (checked before writing), so :mod:`advtune.io.loading` reads it with
+``torch.load(path, weights_only=True)``. The class to rebuild is recorded *by name* and must be in the
+allow-list (:func:`register_model`).
 """
 
 from __future__ import annotations
@@ -19,36 +11,19 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = [
-    "FORMAT_VERSION",
-    "register_model",
-    "registered_models",
-    "save_model",
-    "load_model",
-    "load_training_state",
-    "load_from_lightning_checkpoint",
-    "attach_model_to_checkpoint",
-]
+__all__ = ["FORMAT_VERSION", "attach_model_to_checkpoint", "register_model", "registered_models", "save_model"]
 
 FORMAT_VERSION = 1
 # Packages whose import registers advtune's own models (imported lazily: they import this module).
 _BUILTIN_MODEL_PACKAGES = ("advtune.models",)
 _REGISTRY: dict[str, type[nn.Module]] = {}
 ModelT = TypeVar("ModelT", bound=type)
-
-_OLD_STYLE_FIX = (
-    "Checkpoint does not contain 'model_config': {path} is an old-style file (a bare state dict "
-    "or a dict without the constructor arguments). Fix: build the model with its constructor "
-    "arguments, call model.load_state_dict(torch.load(path, weights_only=True)[...]) and save it "
-    "again with advtune.io.save_model(model, path)."
-)
 
 
 def register_model(cls: ModelT) -> ModelT:
@@ -172,85 +147,6 @@ def save_model(
     return path
 
 
-def _safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(weights_only=True)`` with one clear error for files it refuses."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"Refusing to load {path}: it contains objects other than tensors and plain "
-            f"containers, and advtune never unpickles arbitrary objects ({error})"
-        ) from None
-
-
-def _build(entries: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Any,
-           map_location: Any, strict: bool) -> nn.Module:
-    """Rebuild the allow-listed class named in ``entries`` and load ``state_dict`` into it."""
-    name = entries.get("model_class")
-    registry = registered_models()
-    if name not in registry:
-        raise ValueError(
-            f"{path} names model class {name!r}, which is not in advtune's allow-list "
-            f"{sorted(registry)}; import and decorate it with @advtune.io.register_model first"
-        )
-    config = entries["model_config"]
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: 'model_config' must be a dict, got {type(config).__name__}")
-    model = registry[name](**config)
-    model.load_state_dict(state_dict, strict=strict)
-    if entries.get("encoder_frozen") is not None and hasattr(model, "encoder_frozen"):
-        model.encoder_frozen = bool(entries["encoder_frozen"])
-    if map_location is not None and not callable(map_location) and not isinstance(map_location,
-                                                                                  dict):
-        model.to(map_location)
-    return model
-
-
-def load_model(path: str | os.PathLike, map_location: Any = None, strict: bool = True) -> nn.Module:
-    """Rebuild a model written by :func:`save_model`.
-
-    Raises:
-        ValueError: the file is not a safe tensor/container file, is an old-style file
-            without ``model_config``, or names a class that is not registered.
-    """
-    checkpoint = _safe_load(path, map_location)
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
-        raise ValueError(_OLD_STYLE_FIX.format(path=path))
-    if "model_state_dict" not in checkpoint and "state_dict" in checkpoint:
-        return _from_lightning(checkpoint, path, map_location, strict)  # a Lightning checkpoint
-    model = _build(checkpoint, checkpoint["model_state_dict"], path, map_location, strict)
-    model.eval()
-    return model
-
-
-def load_training_state(
-    path: str | os.PathLike,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    map_location: Any = None,
-) -> dict[str, Any]:
-    """Restore optimizer/scheduler state saved by :func:`save_model`, for resuming.
-
-    Returns:
-        ``{"epoch", "global_step", "metadata", "optimizer_state_dict", "scheduler_state_dict"}``.
-
-    Raises:
-        ValueError: an optimizer (scheduler) is given but the file holds no state for it.
-    """
-    checkpoint = _safe_load(path, map_location)
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
-        raise ValueError(_OLD_STYLE_FIX.format(path=path))
-    for obj, key in ((optimizer, "optimizer_state_dict"), (scheduler, "scheduler_state_dict")):
-        if obj is None:
-            continue
-        if checkpoint.get(key) is None:
-            raise ValueError(f"{path} holds no {key}; save it with save_model(..., {key[:-11]}"
-                             f"_state=...)")
-        obj.load_state_dict(checkpoint[key])
-    keys = ("epoch", "global_step", "metadata", "optimizer_state_dict", "scheduler_state_dict")
-    return {key: checkpoint.get(key) for key in keys}
-
-
 def attach_model_to_checkpoint(checkpoint: dict[str, Any], root: nn.Module) -> None:
     """Record, in a Lightning checkpoint dict, the first registered model inside ``root``.
 
@@ -265,29 +161,3 @@ def attach_model_to_checkpoint(checkpoint: dict[str, Any], root: nn.Module) -> N
             checkpoint.update(_model_entries(module))
             checkpoint["advtune_model_prefix"] = f"{prefix}." if prefix else ""
             return
-
-
-def load_from_lightning_checkpoint(ckpt_path: str | os.PathLike, map_location: Any = None,
-                                   strict: bool = True) -> nn.Module:
-    """Extract the model from a Lightning checkpoint written by advtune.
-
-    Raises:
-        ValueError: the checkpoint carries no ``model_config`` (not written by advtune, or
-            written before models recorded themselves).
-    """
-    checkpoint = _safe_load(ckpt_path, map_location)
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
-        raise ValueError(_OLD_STYLE_FIX.format(path=ckpt_path))
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"{ckpt_path} is not a Lightning checkpoint (no 'state_dict'); "
-                         "load files written by save_model with advtune.io.load_model")
-    return _from_lightning(checkpoint, ckpt_path, map_location, strict)
-
-
-def _from_lightning(checkpoint: dict[str, Any], path: Any, map_location: Any,
-                    strict: bool) -> nn.Module:
-    prefix = checkpoint.get("advtune_model_prefix", "")
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model = _build(checkpoint, state, path, map_location, strict)
-    model.eval()
-    return model
