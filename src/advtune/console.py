@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["quiet_dependencies", "quiet_model_loading", "header_line", "closing_lines", "count_parameters", "human_count"]
+__all__ = ["quiet_dependencies", "quiet_lycoris", "quiet_model_loading", "header_line", "closing_lines", "count_parameters", "human_count"]
 
 # Lightning's routine lines, matched with re.match on the formatted message. They go through
 # whichever rank-zero logger was imported last (fabric's or pytorch's), so both get the filter.
@@ -59,6 +59,29 @@ _NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 )
 
 
+class _PlainWarnings(logging.Handler):
+    """Re-log a dependency's own-handler records at WARNING and above through Python logging, uncoloured."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.source = name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(f"advtune.{self.source}").log(record.levelno, "%s: %s", self.source, record.getMessage())
+
+
+def quiet_lycoris() -> None:
+    """Send LyCORIS's log through Python logging: its warnings in plain text, not its coloured INFO lines."""
+    # LyCORIS logs INFO lines in colour to stdout through its own handler (lycoris/logging.py, added at
+    # import unless the logger already has one). Ours, put first, keeps only its warnings, in plain text.
+    logger = logging.getLogger("LyCORIS")
+    for handler in list(logger.handlers):
+        if not isinstance(handler, _PlainWarnings):
+            logger.removeHandler(handler)
+    if not logger.handlers:
+        logger.addHandler(_PlainWarnings("LyCORIS"))
+
+
 class _DropMessages(logging.Filter):
     def __init__(self, patterns: list[str]) -> None:
         super().__init__()
@@ -79,6 +102,7 @@ def quiet_dependencies() -> None:
             logger.addFilter(_DropMessages(patterns))
     for category, pattern in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+    quiet_lycoris()
 
 
 def quiet_model_loading() -> None:
