@@ -41,6 +41,7 @@ _NOISY_LOGS: tuple[tuple[str, str], ...] = tuple((name, line) for name in _RANK_
     ("diffusers.quantizers.torchao.torchao_quantizer", r"Unable to import `torchao` Tensor objects"),
     ("transformers.utils.import_utils", r"`\w+` requires torchvision \(not installed\)"),  # CLIP's unused image processor
     ("diffusers.loaders.lora_base", r"No LoRA keys associated to CLIPTextModel"),  # advtune trains the transformer only
+    ("mlflow.store.db.utils", r"Creating initial MLflow database tables|Updating database tables"),  # a new local store
 )
 
 # (category, message pattern) of warnings that concern a dependency's internals, not the user's run.
@@ -56,6 +57,7 @@ _NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # A small image folder has fewer batches than the logging interval; advtune logs by generator updates.
     (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
     (FutureWarning, r"`torch_dtype` is deprecated"),  # diffusers renaming a keyword advtune passes
+    (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),  # SQLAlchemy 2.1 on MLflow's store
 )
 
 
@@ -169,4 +171,25 @@ def closing_lines(out: Path, steps: int, module: Any, shipped: list[Path]) -> st
         lines.append(f"  health:      health.json{plot} (final status: {status})")
     if (out / "tensorboard").is_dir():
         lines.append(f"  tensorboard --logdir {out / 'tensorboard'}")
-    return "\n".join(lines)
+    return "\n".join(lines + _tracker_lines(out))
+
+
+def _tracker_lines(out: Path) -> list[str]:
+    """Where the W&B and MLflow runs are (advtune.training.trackers keeps their ids in trackers.json)."""
+    try:
+        state = json.loads((out / "trackers.json").read_text())
+    except (OSError, ValueError):
+        return []
+    lines = []
+    wandb, mlflow = state.get("wandb"), state.get("mlflow")
+    if wandb and wandb.get("offline"):
+        lines.append(f"  wandb sync {out / 'wandb'}   (W&B run {wandb['run_id']}, offline: uploads it, "
+                     "resumed parts in order)")
+    elif wandb:
+        lines.append(f"  W&B run:     {wandb.get('url') or wandb['run_id']}")
+    if mlflow and mlflow.get("local"):
+        lines.append(f"  mlflow ui --backend-store-uri {mlflow['tracking_uri']}   (MLflow run {mlflow['run_id']}; "
+                     "the UI needs `pip install mlflow`)")
+    elif mlflow:
+        lines.append(f"  MLflow run:  {mlflow['run_id']} at {mlflow['tracking_uri']}")
+    return lines
