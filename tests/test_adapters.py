@@ -240,3 +240,21 @@ def test_lycoris_prints_nothing_on_stdout(capsys):
 def test_export_without_adapter_fails(tmp_path):
     with pytest.raises(ValueError, match="has no adapter to export"):
         export_lora(build_flux_transformer(seed=0), tmp_path)
+
+
+def test_lycoris_merge_to_takes_its_own_strength(tmp_path):
+    """The FLUX.md recipe: merge_to(s) merges at strength s whatever multiplier the network was created with,
+    and gives what apply_to + set_multiplier(s) computes."""
+    from lycoris import create_lycoris_from_weights
+
+    model = build_flux_transformer(seed=0)
+    _perturb(_adapter_params(model, add_adapter(model, "lokr", rank=2, alpha=2.0)))
+    path = export_lora(model, tmp_path)
+    switchable = build_flux_transformer(seed=0)
+    load_adapter_file(switchable, path, scale=0.5)
+    expected = _velocity(switchable)
+    for created_with in (1.0, 0.3):
+        merged = build_flux_transformer(seed=0)
+        network, _ = create_lycoris_from_weights(created_with, str(path), merged)
+        network.merge_to(0.5)
+        assert torch.allclose(_velocity(merged), expected, atol=1e-5)
