@@ -109,6 +109,11 @@ class Tracker(Logger):
     def version(self) -> str:
         return self.run_id or ""
 
+    @property
+    def save_dir(self) -> str:
+        """The run's folder (``trainer.log_dir`` when a tracker is the first logger)."""
+        return str(self.output_dir)
+
     @rank_zero_only
     def start(self) -> None:
         """Open (or continue) the tracker's run; idempotent. Lightning's first log call does it too."""
