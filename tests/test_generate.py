@@ -116,3 +116,17 @@ def test_lycoris_run_generates_the_trained_transformers_images(tmp_path, tiny_fl
     assert np.abs(adapted - base).mean() > 1.0  # the adapter changes the image, so the comparison means something
     assert np.abs(adapted - trained).max() <= 1.0
     assert np.array_equal(off, base)
+
+
+def test_a_lycoris_file_of_another_model_is_a_one_line_error(tmp_path, tiny_flux_snapshot):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "pytorch_lora_weights.safetensors"
+    save_file({"lycoris_down_blocks_0_attn1_to_q.lokr_w1": torch.zeros(2, 2),
+               "lycoris_down_blocks_0_attn1_to_q.lokr_w2": torch.zeros(2, 2)}, str(foreign),
+              metadata={"lycoris_config": '{"algo": "lokr"}'})
+    with pytest.raises(ConfigError, match=r"does not fit the snapshot .*LyCORIS modules match no layer .*"
+                                          r"lycoris_down_blocks_0_attn1_to_q") as error:
+        main([f"pretrained={tiny_flux_snapshot}", f"lora={foreign}", "prompt=a cat", "max_sequence_length=16",
+              "height=32", "width=32", f"out_dir={tmp_path / 'out'}"])
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()

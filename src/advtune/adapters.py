@@ -7,7 +7,8 @@
   targeted ``nn.Linear`` layers; its :class:`~lycoris.LycorisNetwork` holds the adapter weights and
   must be registered by the caller (a task) as a sub-module so that optimizers and checkpoints see
   it. It is remembered on the model (outside the module tree) so :class:`set_adapters_enabled`
-  finds it.
+  finds it. It exports in SimpleTuner's Flux LyCORIS format (:func:`export_lora`); loading either
+  format back is :mod:`advtune.adapter_files`.
 
 Every base parameter is frozen before adapters are added. Target modules follow peft's rule for a
 list of names: a module is targeted when its qualified name equals an entry or ends with
