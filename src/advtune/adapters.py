@@ -7,7 +7,8 @@
   targeted ``nn.Linear`` layers; its :class:`~lycoris.LycorisNetwork` holds the adapter weights and
   must be registered by the caller (a task) as a sub-module so that optimizers and checkpoints see
   it. It is remembered on the model (outside the module tree) so :class:`set_adapters_enabled`
-  finds it.
+  finds it. It exports in SimpleTuner's Flux LyCORIS format (:func:`export_lora`); loading either
+  format back is :mod:`advtune.adapter_files`.
 
 Every base parameter is frozen before adapters are added. Target modules follow peft's rule for a
 list of names: a module is targeted when its qualified name equals an entry or ends with
@@ -17,6 +18,7 @@ list of names: a module is targeted when its qualified name equals an entry or e
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -29,12 +31,12 @@ __all__ = [
     "ADAPTER_TYPES",
     "FLUX_LORA_TARGET_MODULES",
     "LORA_WEIGHTS_NAME",
-    "LYCORIS_WEIGHTS_NAME",
     "add_adapter",
     "count_parameters",
     "export_lora",
     "lycoris_network",
     "matching_linear_modules",
+    "register_lycoris_network",
     "set_adapters_enabled",
 ]
 
@@ -48,8 +50,7 @@ FLUX_LORA_TARGET_MODULES: tuple[str, ...] = (
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
     "proj_mlp", "proj_out",
 )
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
-LYCORIS_WEIGHTS_NAME = "lycoris_weights.safetensors"
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # both formats (SimpleTuner names its LyCORIS files so too)
 _LYCORIS_ATTR = "_advtune_lycoris_networks"  # a plain list: not registered as a sub-module
 
 
@@ -113,6 +114,10 @@ def add_adapter(
 def _add_lycoris(model, adapter_type, rank, alpha, dropout, matched, lokr_factor) -> nn.Module:
     from lycoris import LycorisNetwork
 
+    from advtune.console import quiet_lycoris
+
+    quiet_lycoris()  # its coloured INFO lines ("Using rank adaptation algo: lokr"...) stay off our console
+
     algo = {"lycoris_lora": "lora", "lokr": "lokr", "loha": "loha"}[adapter_type]
     # LyCORIS keeps its preset in class attributes; set every key so no earlier preset leaks in.
     # Exact module names (anchored regexes) reproduce the peft matching computed above.
@@ -125,8 +130,16 @@ def _add_lycoris(model, adapter_type, rank, alpha, dropout, matched, lokr_factor
                              network_module=algo, factor=lokr_factor, warn_on_unmatched=False)
     network.apply_to()
     network.requires_grad_(True)
-    model.__dict__.setdefault(_LYCORIS_ATTR, []).append(network)
+    # What SimpleTuner writes into its files' header: the LyCORIS settings the weights were made with.
+    network.__dict__["_advtune_config"] = {"algo": algo, "multiplier": 1.0, "linear_dim": rank, "linear_alpha": alpha,
+                                           "factor": lokr_factor, "dropout": dropout, "target_name": matched}
+    register_lycoris_network(model, network)
     return network
+
+
+def register_lycoris_network(model: nn.Module, network: nn.Module) -> None:
+    """Remember a LyCORIS ``network`` applied to ``model`` (for :func:`lycoris_network`, :class:`set_adapters_enabled`)."""
+    model.__dict__.setdefault(_LYCORIS_ATTR, []).append(network)
 
 
 def lycoris_network(model: nn.Module) -> nn.Module | None:
@@ -190,20 +203,27 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
-def export_lora(transformer: nn.Module, directory: str | Path) -> Path:
+def export_lora(transformer: nn.Module, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the adapter of ``transformer`` (only the adapter) to ``directory``; return the file.
 
-    peft LoRA → ``pytorch_lora_weights.safetensors`` in the diffusers format (keys
-    ``transformer.<module>.lora_A/B.weight`` plus the ``LoraConfig`` as metadata, so alpha survives),
-    what ``FluxPipeline.load_lora_weights`` and ``transformer.load_lora_adapter`` read.
-    LyCORIS → ``lycoris_weights.safetensors`` in LyCORIS's own format (``lycoris.create_lycoris_from_weights``).
+    Both formats go to ``pytorch_lora_weights.safetensors``, float32, ``metadata`` added to the header:
+
+    * peft LoRA: the diffusers format (keys ``transformer.<module>.lora_A/B.weight`` plus the
+      ``LoraConfig``, so alpha survives), what ``FluxPipeline.load_lora_weights`` and
+      ``transformer.load_lora_adapter`` read;
+    * LyCORIS: keys ``lycoris_<module, "." -> "_">.<tensor>`` and the settings as ``lycoris_config``, as
+      SimpleTuner writes Flux LyCORIS files and ComfyUI maps them; ``advtune.adapter_files.load_adapter_file``
+      and ``lycoris.create_lycoris_from_weights`` read it.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LORA_WEIGHTS_NAME
+    extra = {str(k): str(v) for k, v in (metadata or {}).items()}
     network = lycoris_network(transformer)
     if network is not None:
-        path = directory / LYCORIS_WEIGHTS_NAME
-        network.save_weights(str(path), torch.float32, {"advtune_adapter": "lycoris"})
+        config = network.__dict__.get("_advtune_config", {})
+        header = {"lycoris_config": json.dumps(config), "advtune_adapter": "lycoris", **extra}
+        network.save_weights(str(path), torch.float32, header)
         return path
     if not getattr(transformer, "peft_config", None):
         raise ValueError(f"export_lora: {type(transformer).__name__} has no adapter to export")
@@ -215,4 +235,11 @@ def export_lora(transformer: nn.Module, directory: str | Path) -> Path:
         directory, transformer_lora_layers=state, weight_name=LORA_WEIGHTS_NAME,
         transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
     )
-    return directory / LORA_WEIGHTS_NAME
+    if extra:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = {**(handle.metadata() or {}), **extra}
+        save_file(load_file(str(path)), str(path), metadata=header)
+    return path

@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = (
     "trainer.max_steps", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
     "trainer.limit_val_batches", "trainer.num_sanity_val_steps", "output_dir", "ckpt_path", "resume", "run_name",
-    "checkpoint_every", "keep_checkpoints", "monitor", "validation_prompts",
+    "checkpoint_every", "keep_checkpoints", "monitor", "validation_prompts", "logger",
 )
 
 
@@ -43,8 +43,10 @@ def _check_group_choices(overrides: list[str]) -> None:
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if sep and "." not in key and (CONFIG_DIR / key).is_dir() and value not in ("null", ""):
-            if value not in _choices(key):
-                raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(_choices(key))}")
+            names = [v.strip() for v in value.strip("[]").split(",") if v.strip()] if value.startswith("[") else [value]
+            unknown = [name for name in names if name not in _choices(key)]
+            if unknown:
+                raise ConfigError(f"unknown {key} {unknown[0]!r}; valid: {', '.join(_choices(key))}")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

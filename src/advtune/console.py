@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["quiet_dependencies", "quiet_model_loading", "header_line", "closing_lines", "count_parameters", "human_count"]
+__all__ = ["quiet_dependencies", "quiet_lycoris", "quiet_model_loading", "header_line", "closing_lines", "count_parameters", "human_count"]
 
 # Lightning's routine lines, matched with re.match on the formatted message. They go through
 # whichever rank-zero logger was imported last (fabric's or pytorch's), so both get the filter.
@@ -41,6 +41,7 @@ _NOISY_LOGS: tuple[tuple[str, str], ...] = tuple((name, line) for name in _RANK_
     ("diffusers.quantizers.torchao.torchao_quantizer", r"Unable to import `torchao` Tensor objects"),
     ("transformers.utils.import_utils", r"`\w+` requires torchvision \(not installed\)"),  # CLIP's unused image processor
     ("diffusers.loaders.lora_base", r"No LoRA keys associated to CLIPTextModel"),  # advtune trains the transformer only
+    ("mlflow.store.db.utils", r"Creating initial MLflow database tables|Updating database tables"),  # a new local store
 )
 
 # (category, message pattern) of warnings that concern a dependency's internals, not the user's run.
@@ -56,7 +57,31 @@ _NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # A small image folder has fewer batches than the logging interval; advtune logs by generator updates.
     (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
     (FutureWarning, r"`torch_dtype` is deprecated"),  # diffusers renaming a keyword advtune passes
+    (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),  # SQLAlchemy 2.1 on MLflow's store
 )
+
+
+class _PlainWarnings(logging.Handler):
+    """Re-log a dependency's own-handler records at WARNING and above through Python logging, uncoloured."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.source = name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(f"advtune.{self.source}").log(record.levelno, "%s: %s", self.source, record.getMessage())
+
+
+def quiet_lycoris() -> None:
+    """Send LyCORIS's log through Python logging: its warnings in plain text, not its coloured INFO lines."""
+    # LyCORIS logs INFO lines in colour to stdout through its own handler (lycoris/logging.py, added at
+    # import unless the logger already has one). Ours, put first, keeps only its warnings, in plain text.
+    logger = logging.getLogger("LyCORIS")
+    for handler in list(logger.handlers):
+        if not isinstance(handler, _PlainWarnings):
+            logger.removeHandler(handler)
+    if not logger.handlers:
+        logger.addHandler(_PlainWarnings("LyCORIS"))
 
 
 class _DropMessages(logging.Filter):
@@ -79,6 +104,7 @@ def quiet_dependencies() -> None:
             logger.addFilter(_DropMessages(patterns))
     for category, pattern in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+    quiet_lycoris()
 
 
 def quiet_model_loading() -> None:
@@ -145,4 +171,25 @@ def closing_lines(out: Path, steps: int, module: Any, shipped: list[Path]) -> st
         lines.append(f"  health:      health.json{plot} (final status: {status})")
     if (out / "tensorboard").is_dir():
         lines.append(f"  tensorboard --logdir {out / 'tensorboard'}")
-    return "\n".join(lines)
+    return "\n".join(lines + _tracker_lines(out))
+
+
+def _tracker_lines(out: Path) -> list[str]:
+    """Where the W&B and MLflow runs are (advtune.training.trackers keeps their ids in trackers.json)."""
+    try:
+        state = json.loads((out / "trackers.json").read_text())
+    except (OSError, ValueError):
+        return []
+    lines = []
+    wandb, mlflow = state.get("wandb"), state.get("mlflow")
+    if wandb and wandb.get("offline"):
+        lines.append(f"  wandb sync {out / 'wandb'}   (W&B run {wandb['run_id']}, offline: uploads it, "
+                     "resumed parts in order)")
+    elif wandb:
+        lines.append(f"  W&B run:     {wandb.get('url') or wandb['run_id']}")
+    if mlflow and mlflow.get("local"):
+        lines.append(f"  mlflow ui --backend-store-uri {mlflow['tracking_uri']}   (MLflow run {mlflow['run_id']}; "
+                     "the UI needs `pip install mlflow`)")
+    elif mlflow:
+        lines.append(f"  MLflow run:  {mlflow['run_id']} at {mlflow['tracking_uri']}")
+    return lines

@@ -1,8 +1,10 @@
 """``advtune generate``: images from a local FLUX.1 snapshot and a LoRA file, through diffusers' FluxPipeline.
 
-Nothing here is advtune's own sampler: the snapshot is loaded by ``FluxPipeline.from_pretrained``,
-the LoRA by ``load_lora_weights`` and scaled by ``set_adapters``, exactly as a diffusers user would,
-so what this command shows is what anyone loading the file gets.
+Nothing here is advtune's own sampler: the snapshot is loaded by ``FluxPipeline.from_pretrained``; a
+diffusers/peft LoRA by ``load_lora_weights`` and scaled by ``set_adapters``, a LyCORIS file (LoKr,
+LoHa; told by its keys or header) by the ``lycoris`` package (``create_lycoris_from_weights``,
+``apply_to``, ``set_multiplier``), exactly as their users would (:mod:`advtune.adapter_files`), so
+what this command shows is what anyone loading the file gets.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ Render PNGs with diffusers' FluxPipeline from a local FLUX.1 snapshot and a LoRA
 `advtune train` (output_dir/pytorch_lora_weights.safetensors or output_dir/lora/stepNNNNNN/...).
 
   pretrained=DIR          FLUX.1 snapshot root (model_index.json, transformer/, vae/, text encoders...)
-  lora=FILE               LoRA safetensors (diffusers format); lora=none renders the base alone
+  lora=FILE               adapter safetensors: diffusers/peft LoRA or LyCORIS (LoKr, LoHa); lora=none: the base
   prompt=TEXT             the prompt (quote it: prompt="a cat, sks style")
   num_steps=4             Euler steps of the pipeline's scheduler
   out_dir=generated       where the PNGs go: 000.png, 001.png, ...
@@ -95,12 +97,13 @@ def main(overrides: list[str]) -> None:
     quiet_model_loading()
     pipeline = FluxPipeline.from_pretrained(str(snapshot), torch_dtype=dtype, local_files_only=True).to(device)
     if args["lora"] != "none":
+        from advtune.adapter_files import load_adapter_file
+
         lora = Path(args["lora"]).expanduser()
         try:
-            pipeline.load_lora_weights(str(lora), adapter_name="advtune")
+            load_adapter_file(pipeline, lora, float(args["lora_scale"]))
         except (ValueError, RuntimeError, KeyError) as error:
             raise ConfigError(f"generate: {lora} does not fit the snapshot {snapshot}: {str(error).splitlines()[0]}") from None
-        pipeline.set_adapters(["advtune"], adapter_weights=[float(args["lora_scale"])])
     generators = [torch.Generator().manual_seed(args["seed"] + i) for i in range(args["num_images"])]
     images = pipeline(
         args["prompt"], num_inference_steps=args["num_steps"], guidance_scale=args["guidance_scale"],

@@ -138,7 +138,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from advtune.training import SafeCheckpointIO, TwoPlayerMixedPrecision
     from advtune.training.callbacks import FinalValidation, default_callbacks
     from advtune.training.checkpoint_io import prune_periodic_checkpoints, remove_stale_temporaries
-    from advtune.training.loggers import logging_step_of, run_loggers
+    from advtune.training.loggers import finish_trackers, logging_step_of, run_loggers
     from advtune.training.release import remove_stale_staging, write_release
     from advtune.training.resume import find_resume_point, prepare_output_dir
     from advtune.training.strategies import gathered_weights
@@ -175,7 +175,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             note += f" (max_steps={trainer_kwargs['max_steps']} already reached: nothing left to train)"
     callbacks = default_callbacks(cfg, module, out, note=note)
     trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(out), callbacks=callbacks, plugins=plugins,
-                        logger=run_loggers(out, logging_step_of(start.checkpoint if start else None)),
+                        logger=run_loggers(out, logging_step_of(start.checkpoint if start else None), cfg),
                         use_distributed_sampler=False)  # advtune's loaders split data across ranks (resumable order)
     trainer.fit(module, datamodule=built.datamodule, ckpt_path=str(start.path) if start else None)
     # ModelCheckpoint saves `last` only with its periodic checkpoints; the end state must be there too.
@@ -189,6 +189,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             prune_periodic_checkpoints(out / "checkpoints", int(cfg.keep_checkpoints))
             yaml = OmegaConf.to_yaml(cfg.discriminator) if cfg.get("discriminator") is not None else None
             shipped = write_release(module, out, yaml)
+            finish_trackers(trainer.loggers)
             print(closing_lines(out, trainer.global_step, module, shipped))
     return metrics
 

@@ -8,7 +8,8 @@
   ``val_check_interval`` (:class:`FinalValidation`); every validation leaves the random state as
   it found it (:class:`ValidationKeepsRandomState`), so when and how often a run validates never
   changes its training, and a checkpoint written after a validation resumes exactly;
-- the task's ``validation_images`` sent to TensorBoard (:class:`ValidationImages`);
+- each validation's images sent to the loggers, and ``health.png`` at the end of training
+  (:class:`ValidationImages`: TensorBoard, W&B, MLflow);
 - the discriminator's ``(logits, features)`` contract checked once on the first batch;
 - one header line and a progress bar counting generator updates (:mod:`advtune.training.progress`).
 """
@@ -46,7 +47,6 @@ def default_callbacks(cfg: DictConfig, module: Any, output_dir: str | Path, note
         DiscriminatorContractCheck(),
         FinalValidation(),
         ValidationKeepsRandomState(),
-        ValidationImages(),
         PeriodicExport(out, every, discriminator_yaml),
     ]
     monitor = cfg.get("monitor")
@@ -55,6 +55,7 @@ def default_callbacks(cfg: DictConfig, module: Any, output_dir: str | Path, note
 
         settings = {k: v for k, v in OmegaConf.to_container(monitor, resolve=True).items() if k != "enabled"}
         callbacks.append(HealthMonitor(out, **settings))
+    callbacks.append(ValidationImages(out))  # after the monitor: its on_train_end writes health.png first
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())
     return callbacks
@@ -130,21 +131,63 @@ class ValidationKeepsRandomState(Callback):
 
 
 class ValidationImages(Callback):
-    """Log ``task.validation_images`` (name -> ``(C, H, W)`` in [0, 1]) to TensorBoard, then clear them."""
+    """Send each validation's images to the loggers (rank 0), and ``health.png`` at the end of training.
+
+    TensorBoard gets the task's ``validation_images`` (name -> ``(C, H, W)`` in [0, 1]), which are then
+    cleared; the other loggers that take image files (W&B, MLflow) get the PNGs this validation wrote
+    into the module's ``sample_dir`` (sample grids, the Flux prompt x steps grid), under
+    ``samples/<kind>`` (``samples/prompts``), and so does TensorBoard for a task that gives no tensors.
+    Images are logged at the loggers' step (the one metrics use).
+
+    Args:
+        output_dir: where ``health.png`` is looked for at the end of training (``None``: not logged).
+    """
+
+    def __init__(self, output_dir: str | Path | None = None) -> None:
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self._seen: set[str] | None = None  # sample files already there or already logged
+
+    @staticmethod
+    def _pngs(pl_module: Any) -> list[Path]:
+        folder = getattr(pl_module, "sample_dir", None)
+        return sorted(Path(folder).glob("*.png")) if folder is not None and Path(folder).is_dir() else []
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self._seen is None:  # a resumed run's earlier grids were logged by the earlier process
+            self._seen = {p.name for p in self._pngs(pl_module)}
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        images = getattr(getattr(pl_module, "task", None), "validation_images", None)
-        if not images:
-            return
-        if trainer.is_global_zero and not trainer.sanity_checking:
-            from lightning.pytorch.loggers import TensorBoardLogger
+        from lightning.pytorch.loggers import TensorBoardLogger
 
+        from advtune.training.trackers import image_key
+
+        images = getattr(getattr(pl_module, "task", None), "validation_images", None) or {}
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            new = [p for p in self._pngs(pl_module) if p.name not in (self._seen or set())]
+            self._seen = (self._seen or set()) | {p.name for p in new}
+            step = _logging_step(trainer)
             for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
+                if isinstance(logger, TensorBoardLogger) and images:
                     for name, image in images.items():
                         logger.experiment.add_image(name, image.detach().float().clamp(0, 1).cpu(),
                                                     trainer.global_step, dataformats="CHW")
+                elif hasattr(logger, "log_image_file"):
+                    for path in new:
+                        logger.log_image_file(f"samples/{image_key(path)}", path, step)
         images.clear()
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        health = self.output_dir / "health.png" if self.output_dir is not None else None
+        if trainer.is_global_zero and health is not None and health.is_file():
+            from advtune.training.trackers import HEALTH_IMAGE_KEY
+
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image_file"):
+                    logger.log_image_file(HEALTH_IMAGE_KEY, health, _logging_step(trainer))
+
+
+def _logging_step(trainer: Any) -> int:
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)  # the step Lightning logs metrics at
 
 
 def check_discriminator_output(output: Any, batch_size: int, name: str) -> None:
