@@ -136,7 +136,7 @@ def test_adding_images_and_captions_encodes_only_those_and_items_match_the_encod
     edited.setup()
     assert len(edited.train_dataset) == 8 and sum(encoded) == 2
 
-    index = edited.train_dataset.latent_files.index(edited._latent_cache().path(file_item_key(folder / "new_img0.png", folder)))
+    index = edited.train_dataset.latent_files.index(edited._latent_cache().listing()[file_item_key(folder / "new_img0.png", folder)])
     item = edited.train_dataset[index]  # the transformer's inputs equal the encoders' outputs for that image
     codec = AutoencoderKLCodec(tiny_flux_snapshot, "vae")
     bucket = (item["latents"].shape[2] * 8, item["latents"].shape[1] * 8)

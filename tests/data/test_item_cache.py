@@ -15,7 +15,8 @@ from advtune.data.item_cache import (
     file_item_key,
     legacy_cache_files,
     read_item,
-    stored_shape,
+    shape_tag,
+    tagged_shape,
     text_item_key,
     write_item,
 )
@@ -56,9 +57,18 @@ def test_writes_are_atomic_a_failed_write_leaves_no_item(tmp_path, monkeypatch):
     assert [p.name for p in cache.directory.iterdir() if not p.name.startswith(".")] == ["abc.safetensors"]
 
 
-def test_shape_from_the_header_alone_and_lossless_bf16_compaction(tmp_path):
-    write_item(tmp_path / "i.safetensors", {"latents": torch.zeros(16, 6, 10), "other": torch.zeros(3)})
-    assert stored_shape(tmp_path / "i.safetensors", "latents") == (16, 6, 10)
+def test_shapes_live_in_file_names_and_one_listing_finds_every_item(tmp_path):
+    cache = ItemCache(tmp_path / "latents-k")
+    assert cache.listing() == {} and cache.missing(["a"]) == [0]
+    path = cache.path("a1", shape_tag((16, 6, 10)))
+    write_item(path, {"latents": torch.zeros(16, 6, 10)})
+    write_item(cache.path("b2"), {"prompt_embeds": torch.zeros(3)})
+    (cache.directory / ".c3.safetensors.123.partial").write_bytes(b"half")  # a writer still at work (or killed)
+    assert path.name == "a1.16x6x10.safetensors" and tagged_shape(path) == (16, 6, 10)
+    assert cache.listing() == {"a1": path, "b2": cache.path("b2")} and cache.missing(["b2", "c3", "a1"]) == [1]
+
+
+def test_lossless_bf16_compaction():
     bf16_values = torch.randn(16, 4, 4).to(torch.bfloat16).float()  # what a bf16 VAE's latents are after .float()
     assert compact_latent(bf16_values).dtype == torch.bfloat16 and torch.equal(compact_latent(bf16_values).float(), bf16_values)
     full = torch.randn(16, 4, 4) + 1e-3

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from advtune.config import ConfigError
 from advtune.data.buckets import BucketBatchLoader, assign_bucket, bucket_batches, bucket_sizes
 from advtune.data.codecs import AutoencoderKLCodec
-from advtune.data.item_cache import CachedLatentDataset, ItemCache, ValidationBatches, stored_shape
+from advtune.data.item_cache import CachedLatentDataset, ItemCache, ValidationBatches, tagged_shape
 from advtune.data.latent_cache import cached_images, encode_new_images, latent_cache
 from advtune.data.latents import IMAGE_EXTENSIONS
 from advtune.data.text_embeddings import load_prompt_batch
@@ -183,7 +183,7 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         files, latent_files, text_files, validation_files = self._caches(
             build=not distributed or torch.distributed.get_rank() == 0)
-        buckets = [stored_shape(path, "latents")[1:] for path in latent_files]  # header only: no tensor read
+        buckets = [tagged_shape(path)[1:] for path in latent_files]  # from the file names: nothing is opened
         order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
         num_val = min(max(1, round(self.val_fraction * len(files))), len(files) - 1) if self.val_fraction > 0 else 0
         val, train = order[:num_val], order[num_val:]

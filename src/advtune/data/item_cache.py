@@ -15,16 +15,14 @@ captions costs kilobytes of RAM, not the 40 GiB of FLUX.1-dev's T5 embeddings.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ItemCache", "file_item_key", "text_item_key", "write_item", "read_item", "stored_shape",
+__all__ = ["ItemCache", "file_item_key", "text_item_key", "write_item", "read_item", "shape_tag", "tagged_shape",
            "compact_latent", "legacy_cache_files", "CachedLatentDataset", "ValidationBatches"]
 
 _KEY_CHARS = 32  # 128 bits of sha256: no collision among any realistic number of items
@@ -59,12 +57,14 @@ def read_item(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def stored_shape(path: Path, name: str) -> tuple[int, ...]:
-    """Shape of tensor ``name`` in a safetensors file, from its JSON header alone (no tensor is read)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return tuple(int(n) for n in header[name]["shape"])
+def shape_tag(shape: Sequence[int]) -> str:
+    """``(16, 64, 48)`` -> ``"16x64x48"``: a latent's shape, written into its file name."""
+    return "x".join(str(int(n)) for n in shape)
+
+
+def tagged_shape(path: Path) -> tuple[int, ...]:
+    """The shape :func:`shape_tag` wrote into ``path``'s name (``<key>.16x64x48.safetensors``)."""
+    return tuple(int(n) for n in path.name.split(".")[1].split("x"))
 
 
 def compact_latent(latent: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,11 @@ def legacy_cache_files(cache_dir: Path) -> list[Path]:
 
 
 class ItemCache:
-    """A directory of per-item safetensors files (see the module docstring).
+    """A directory of per-item safetensors files ``<key>[.<tag>].safetensors`` (see the module docstring).
+
+    What a reader needs to know of an item before reading it (a latent's shape, i.e. its bucket) is
+    its file name's tag, so a data module learns all of it from one directory listing instead of
+    opening 10,000 files.
 
     Args:
         directory: the cache's directory (its name carries the shared key); created on first write.
@@ -94,13 +98,22 @@ class ItemCache:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    def path(self, key: str) -> Path:
-        """Where item ``key`` lives (whether or not it is cached)."""
-        return self.directory / f"{key}.safetensors"
+    def path(self, key: str, tag: str | None = None) -> Path:
+        """Where item ``key`` is written (``tag``: e.g. :func:`shape_tag`)."""
+        return self.directory / (f"{key}.{tag}.safetensors" if tag else f"{key}.safetensors")
+
+    def listing(self) -> dict[str, Path]:
+        """Every cached item: key -> file (one ``scandir``; temporary files are hidden and left out)."""
+        if not self.directory.is_dir():
+            return {}
+        with os.scandir(self.directory) as entries:
+            return {entry.name.split(".", 1)[0]: Path(entry.path) for entry in entries
+                    if entry.name.endswith(".safetensors") and not entry.name.startswith(".")}
 
     def missing(self, keys: Sequence[str]) -> list[int]:
         """Indices of the ``keys`` that have no file yet."""
-        return [i for i, key in enumerate(keys) if not self.path(key).is_file()]
+        cached = self.listing()
+        return [i for i, key in enumerate(keys) if key not in cached]
 
 
 class CachedLatentDataset(Dataset):

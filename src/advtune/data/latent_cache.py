@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from advtune.data.item_cache import ItemCache, compact_latent, file_item_key, legacy_cache_files, write_item
+from advtune.data.item_cache import ItemCache, compact_latent, file_item_key, legacy_cache_files, shape_tag, write_item
 
 __all__ = ["latent_cache", "encode_new_images", "cached_images"]
 
@@ -64,8 +64,9 @@ def encode_new_images(cache: ItemCache, files: Sequence[Path], root: Path, plan:
     sizes = [size for _, size in scanned]
     for batch in bucket_batches(sizes, batch_size, generator=None):
         images = torch.stack([load(scanned[i][0], sizes[i]) for i in batch])
-        for i, latent in zip(batch, codec.encode(images)):
-            write_item(cache.path(file_item_key(scanned[i][0], root)), {"latents": compact_latent(latent)})
+        for i, latent in zip(batch, codec.encode(images)):  # the shape (bucket) goes into the file name
+            write_item(cache.path(file_item_key(scanned[i][0], root), shape_tag(latent.shape)),
+                       {"latents": compact_latent(latent)})
     return len(scanned)
 
 
@@ -76,10 +77,11 @@ def cached_images(cache: ItemCache, files: Sequence[Path], root: Path, skip_bad:
     An image without one was unreadable when the cache was built (left out when ``skip_bad``), or
     the cache was not built: a :class:`FileNotFoundError` names it.
     """
-    paths = [cache.path(file_item_key(path, root)) for path in files]
-    present = [i for i, path in enumerate(paths) if path.is_file()]
+    cached = cache.listing()
+    paths = [cached.get(file_item_key(path, root)) for path in files]
+    present = [i for i, path in enumerate(paths) if path is not None]
     if len(present) < len(files) and not skip_bad:
-        absent = next(files[i] for i in range(len(files)) if not paths[i].is_file())
+        absent = next(files[i] for i in range(len(files)) if paths[i] is None)
         raise FileNotFoundError(f"{len(files) - len(present)} images of {where} have no cached latent in "
                                 f"{cache.directory} (e.g. {absent}); the caching pass builds them first")
     if not present:
