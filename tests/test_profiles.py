@@ -27,6 +27,7 @@ def test_a_flux1_dev_snapshot_gets_the_profile_and_the_digits_toy_keeps_its_own(
     assert (cfg.task.guidance_scale, cfg.task.validation_guidance_scale, list(cfg.task.validation_num_steps)) == (1.0, 3.5, [4, 28])
     assert (cfg.task.base_dtype, cfg.task.gradient_checkpointing, cfg.trainer.max_steps) == ("bfloat16", True, 2000)
     assert (cfg.trainer.val_check_interval, cfg.checkpoint_every, cfg.data.max_sequence_length) == (250, 250, 512)
+    assert cfg.trainer.accelerator == "auto"  # the GPU when there is one (advtune's own default is cpu)
     assert (cfg.latent_adv_start_step, cfg.adversarial.adversarial_weight, cfg.schedule.discriminator_warmup_steps) == (500, 0.1, 100)
     # FluxPipeline's shift at 512 px (1,024 image tokens) of the snapshot's FLUX.1-dev scheduler: exp(0.5 + 0.65·768/3840)
     assert cfg.task.timestep_shift == pytest.approx(math.exp(0.5 + 0.65 * 768 / 3840), abs=1e-3)
