@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +46,8 @@ def write_item(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # Unique per writer, also across machines sharing the folder (each node's rank 0 builds its caches).
+    partial = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.partial")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
     os.replace(partial, path)
 
