@@ -1,7 +1,8 @@
 """Write docs/OPTIONS.md from the shipped configs: every option, its type, default and meaning.
 
 The meaning is the YAML comment on the option's line (or the comment lines just above it), so the
-configs stay the single source; ``tests/test_docs.py`` fails when the page is out of date.
+configs stay the single source; the FLUX.1 profile's table comes from ``advtune.profiles`` (value and
+source of each default). ``tests/test_docs.py`` fails when the page is out of date.
 
     python scripts/gen_options.py          # rewrite docs/OPTIONS.md
 """
@@ -81,11 +82,36 @@ def describe(path: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+PROFILE_INTRO = """## FLUX.1 profile (`profile=auto`)
+
+With `pretrained=` a FLUX.1 snapshot and a Flux adapter experiment (`experiment=flux_lora_latent_adv`),
+these values replace the experiment's digits-toy defaults (`advtune.profiles`): `flux1-dev` for a
+guidance-distilled snapshot, `flux1-schnell` otherwise. Keys given on the command line keep the
+user's value; `profile=none` keeps the experiment's own. The header line names the profile, and the
+run's `config.yaml` holds the values used. Rows marked LoRA apply to `task.adapter_type=lora` only
+(LyCORIS keeps the experiment's lr and rank).
+"""
+
+
+def render_profile() -> list[str]:
+    """The profile table, from ``advtune.profiles.FLUX1_PROFILE`` (value and source of every default)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from advtune.profiles import FLUX1_PROFILE
+
+    rows = [PROFILE_INTRO, "| option | value | source |", "|---|---|---|"]
+    for entry in FLUX1_PROFILE:
+        scope = " (LoRA)" if entry.lora_only else ""
+        rows.append(f"| `{entry.key}`{scope} | {entry.shown} | {entry.source.replace('|', chr(92) + '|')} |")
+    return rows
+
+
 def render() -> str:
     parts = [HEADER]
     root = CONFIG_DIR / "config.yaml"
     parts.append("## Top level (`config.yaml`)\n\n| option | type | default | meaning |\n|---|---|---|---|")
     parts += [f"| `{k}` | {t} | `{v}` | {m} |" for k, t, v, m in describe(root)]
+    parts.append("")
+    parts += render_profile()
     for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
         parts.append(f"\n## Group `{group.name}`\n")
         for option in sorted(group.glob("*.yaml")):

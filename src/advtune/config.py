@@ -70,6 +70,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg.output_dir = f"outputs/{choices.get('experiment') or 'run'}"
         if cfg.get("run_name") is None:
             cfg.run_name = choices.get("experiment") or "run"
+        from advtune.profiles import apply_profile  # the base model's defaults under the user's overrides
+
+        cfg.profile = apply_profile(cfg, overrides, lambda name: (CONFIG_DIR / name).is_dir())
     check_targets(cfg)
     return cfg
 

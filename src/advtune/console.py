@@ -133,13 +133,16 @@ def count_parameters(module: Any) -> tuple[int, int]:
 
 
 def header_line(name: str, trainer: Any, module: Any) -> str:
-    """``advtune digits_gan | cpu x1 | 32-true | G 12.3k (trainable 12.3k) | D ... | 2000 generator updates``."""
+    """``advtune digits_gan | cpu x1 | 32-true | G 12.3k (trainable 12.3k) | D ... | 2000 generator updates``;
+    a run with a base-model profile says so: ``advtune style (profile flux1-dev) | ...``."""
     g_all, _ = count_parameters(module.task)
     g_trainable = sum(p.numel() for p in module.task.trainable_parameters())
     d_all, d_trainable = count_parameters(module.discriminator)
     device = trainer.strategy.root_device.type
     nodes = f" x{trainer.num_nodes} nodes" if trainer.num_nodes > 1 else ""
-    parts = [f"advtune {name}", f"{device} x{trainer.num_devices}{nodes}", str(trainer.precision),
+    profile = re.search(r"^profile: ([\w.-]+)$", getattr(module, "run_config", "") or "", re.MULTILINE)
+    shown = f" (profile {profile.group(1)})" if profile and profile.group(1) != "null" else ""  # advtune.profiles
+    parts = [f"advtune {name}{shown}", f"{device} x{trainer.num_devices}{nodes}", str(trainer.precision),
              f"G {human_count(g_all)} params ({human_count(g_trainable)} trainable)"]
     if module.discriminator is not None:
         parts.append(f"D {human_count(d_all)} params ({human_count(d_trainable)} trainable)")

@@ -230,6 +230,10 @@ def run_command(command: str, overrides: list[str]) -> None:
 
             check_fsdp_support(module, trainer_kwargs.get("precision"))
         print(f"ok: config composes and every object builds (output_dir={cfg.output_dir})")
+        from advtune.flux_estimate import estimate_lines  # a FLUX.1 adapter job: will it fit the card?
+
+        for line in estimate_lines(cfg, sum(p.numel() for p in module.task.trainable_parameters())):
+            print(line)
     elif command == "sample":
         _sample(parse_simple_args(command, overrides))
     elif command == "export":

@@ -69,21 +69,32 @@ def test_autoencoder_codec_applies_flux_normalisation(vae_dir):
         AutoencoderKLCodec(vae_dir / "missing")
 
 
-def test_image_folder_is_encoded_once_and_cached(tmp_path, vae_dir):
+def test_image_folder_is_encoded_once_per_image_and_read_per_batch(tmp_path, vae_dir, capsys):
+    from advtune.data.codecs import AutoencoderKLCodec
+    from advtune.data.latents import _load_image
+
     folder = _write_images(tmp_path / "images", count=4)
     data = ImageFolderLatentDataModule(str(folder), str(vae_dir), resolution=8, batch_size=2, val_fraction=0.25)
     data.setup()
-    caches = list((folder / ".advtune_cache").glob("latents-*.safetensors"))
-    assert len(caches) == 1 and len(data.train_dataset) == 3 and len(data.val_dataset) == 1
+    assert "caching latents of 4 new images (0 cached)" in capsys.readouterr().out
+    caches = list((folder / ".advtune_cache").glob("latents-*/*.safetensors"))
+    assert len(caches) == 4 and len(data.train_dataset) == 3 and len(data.val_dataset) == 1
     batch = next(iter(data.train_dataloader()))
-    assert batch["latents"].shape == (2, 1, 4, 4)
-    mtime = caches[0].stat().st_mtime_ns
+    assert batch["latents"].shape == (2, 1, 4, 4) and batch["latents"].dtype == torch.float32
+    codec = AutoencoderKLCodec(vae_dir)
+    images = torch.stack([_load_image(path, 8) for path in sorted(folder.glob("*.png"))])  # one encoder batch, as cached
+    expected = {tuple(latent.flatten().tolist()) for latent in codec.encode(images)}
+    assert all(tuple(item["latents"].flatten().tolist()) in expected for item in data.train_dataset)
+    mtimes = sorted(p.stat().st_mtime_ns for p in caches)
     again = ImageFolderLatentDataModule(str(folder), str(vae_dir), resolution=8, val_fraction=0.25)
-    assert torch.equal(again.encode_all(), data.encode_all())
-    assert caches[0].stat().st_mtime_ns == mtime  # read back, not rewritten
-    _write_images(tmp_path / "images", count=5)  # one more image: a new cache key
+    assert again.latent_files() == data.latent_files() and "caching" not in capsys.readouterr().out
+    assert sorted(p.stat().st_mtime_ns for p in caches) == mtimes  # read back, not rewritten
+    _write_images(tmp_path / "images", count=5)  # rewrites img0-3 (new mtimes) and adds img4
     ImageFolderLatentDataModule(str(folder), str(vae_dir), resolution=8).setup()
-    assert len(list((folder / ".advtune_cache").glob("latents-*.safetensors"))) == 2
+    assert "caching latents of 5 new images (0 cached)" in capsys.readouterr().out
+    (folder / "img5.png").write_bytes((folder / "img4.png").read_bytes())  # one more image: only it is encoded
+    ImageFolderLatentDataModule(str(folder), str(vae_dir), resolution=8).setup()
+    assert "caching latents of 1 new images (5 cached)" in capsys.readouterr().out
 
 
 def test_shared_prompt_embeddings_join_every_batch(tmp_path, vae_dir):
@@ -102,7 +113,7 @@ def test_bad_image_folders_fail_with_one_line(tmp_path, vae_dir):
     (folder / "broken.png").write_bytes(b"not a png")
     data = ImageFolderLatentDataModule(str(folder), str(vae_dir), resolution=8)
     with pytest.raises(ValueError, match="unreadable image file .*broken.png") as error:
-        data.setup()
+        data.prepare_data()
     assert "\n" not in str(error.value)
     (folder / "broken.png").unlink()
     with pytest.raises(ValueError, match="resolution 6 must be a multiple of 4"):

@@ -1,28 +1,29 @@
-"""A folder of captioned images for a FLUX.1 snapshot: latents and text embeddings cached once, bucketed.
+"""A folder of captioned images for a FLUX.1 snapshot: latents and text embeddings cached on disk, bucketed.
 
 ``data=image_folder``: every image ``photo.png`` is captioned by ``photo.txt`` beside it, else by
-``instance_prompt``; neither is a one-line error naming the image. One caching pass, before
-training (rank 0 only under DDP, in Lightning's ``prepare_data``; the other ranks wait at
-Lightning's barrier, then read):
+``instance_prompt``; neither is a one-line error naming the image. A caching pass before training
+(rank 0 only under DDP, in Lightning's ``prepare_data``; the other ranks wait at Lightning's
+barrier, then read) encodes only what the caches lack (:mod:`advtune.data.item_cache`):
 
-1. every image is opened (a corrupt one is named, :mod:`advtune.data.scan`), given an
+1. each new or changed image is opened (a corrupt one is named, :mod:`advtune.data.scan`), given an
    aspect-ratio bucket (:mod:`advtune.data.buckets`), encoded by the snapshot's VAE and written to
-   ``latents-<key>.safetensors``;
-2. the distinct captions and the validation prompts are encoded by the snapshot's CLIP and T5
-   (:mod:`advtune.data.text_embeddings`) into ``text-<key>.safetensors``; the encoders are freed.
+   its own file in ``latents-<key>/`` (:mod:`advtune.data.latent_cache`);
+2. each new distinct caption or validation prompt is encoded by the snapshot's CLIP and T5 into its
+   own file in ``text-<key>/`` (:mod:`advtune.data.text_embeddings`); the encoders are freed.
 
-Training batches: ``{"latents": (B, 16, h, w), "prompt_embeds": (B, S, 4096), "pooled_prompt_embeds":
-(B, 768)}``, one bucket per batch. Validation: first one prompt batch ``{"validation_prompts":
-[P], "validation_prompt_embeds": (P, S, D), "validation_pooled_prompt_embeds": (P, D')}`` (the
-task renders these), then the held-out images' batches.
+The console says what it encodes (``caching latents of 10 new images (990 cached) ...``). Training
+and validation read items from disk per batch: RAM does not grow with the dataset. Training
+batches: ``{"latents": (B, 16, h, w), "prompt_embeds": (B, S, 4096), "pooled_prompt_embeds": (B, 768)}``,
+one bucket per batch. Validation: first one prompt batch ``{"validation_prompts": [P],
+"validation_prompt_embeds": (P, S, D), "validation_pooled_prompt_embeds": (P, D')}`` (the task
+renders these), then the held-out images' batches.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning
 import numpy as np
@@ -31,7 +32,11 @@ from torch.utils.data import DataLoader
 
 from advtune.config import ConfigError
 from advtune.data.buckets import BucketBatchLoader, assign_bucket, bucket_batches, bucket_sizes
-from advtune.data.latents import IMAGE_EXTENSIONS, AutoencoderKLCodec, LatentDataset
+from advtune.data.codecs import AutoencoderKLCodec
+from advtune.data.item_cache import CachedLatentDataset, ItemCache, ValidationBatches, tagged_shape
+from advtune.data.latent_cache import cached_images, encode_new_images, latent_cache
+from advtune.data.latents import IMAGE_EXTENSIONS
+from advtune.data.text_embeddings import load_prompt_batch
 
 __all__ = ["CaptionedImageFolderDataModule", "caption_for", "load_bucket_image"]
 
@@ -131,64 +136,44 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
             raise ConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {self.image_dir}")
         self.captions = {path: caption_for(path, instance_prompt) for path in self.files}  # fails before caching
         self.prepare_data_per_node = True  # one caching pass per machine (local rank 0)
-        self.train_dataset: LatentDataset | None = None
-        self._val_batches: list[dict[str, Any]] = []
+        self.train_dataset: CachedLatentDataset | None = None
+        self._val_batches: ValidationBatches | None = None
         self._train_buckets: list[tuple[int, int]] = []
 
-    # ---- the one caching pass --------------------------------------------------------------
-    def _latent_cache_file(self) -> Path:
+    # ---- the caching pass: only new or changed images and captions are encoded ------------------
+    def _latent_cache(self) -> ItemCache:
         from advtune.models.flux_snapshot import component_fingerprint
 
-        vae_config = (self.snapshot / "vae" / "config.json").read_bytes()
-        digest = hashlib.sha256(f"{self.resolution}|{self.encoder_dtype}|".encode() + vae_config)
-        digest.update(component_fingerprint(self.snapshot, ("vae",)))  # other VAE weights, same config
-        for path in self.files:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(self.image_dir)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return self.cache_dir / f"latents-{digest.hexdigest()[:20]}.safetensors"
+        return latent_cache(self.cache_dir, ["buckets", str(self.resolution), str(self.encoder_dtype),
+                                             (self.snapshot / "vae" / "config.json").read_bytes(),
+                                             component_fingerprint(self.snapshot, ("vae",))])  # other weights, same config
 
-    def _encode_latents(self, cache_file: Path) -> None:
-        from safetensors.torch import save_file
+    def _encode_new_latents(self, cache: ItemCache) -> None:
+        vae_config = json.loads((self.snapshot / "vae" / "config.json").read_text())
+        sizes = bucket_sizes(self.resolution, 2 ** len(vae_config["block_out_channels"]))  # VAE factor × 2×2 packing
+        encode_new_images(cache, self.files, self.image_dir, lambda path: assign_bucket(*load_bucket_image(path), sizes),
+                          load_bucket_image, lambda: AutoencoderKLCodec(self.snapshot, "vae", self.device,
+                                                                        str(self.encoder_dtype).split(".")[-1]),
+                          self.encode_batch_size, self.skip_bad_files, where=f"data.image_dir {self.image_dir}")
 
-        from advtune.data.scan import scan_files
+    def _caches(self, build: bool) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+        """``(images, their latent files, their captions' files, the validation prompts' files)``;
+        with ``build`` the missing items are encoded first."""
+        from advtune.data.text_embeddings import cache_prompts, text_cache
 
-        print(f"caching latents of {len(self.files)} images of {self.image_dir} into {self.cache_dir} (once)")
-        codec = AutoencoderKLCodec(self.snapshot, "vae", self.device, str(self.encoder_dtype).split(".")[-1])
-        sizes = bucket_sizes(self.resolution, 2 * codec.downsample_factor)
-        scanned = scan_files(self.files, load_bucket_image, self.skip_bad_files, where=f"data.image_dir {self.image_dir}")
-        buckets = [assign_bucket(*size, sizes) for _, size in scanned]
-        tensors: dict[str, torch.Tensor] = {}
-        for batch in bucket_batches(buckets, self.encode_batch_size, generator=None):
-            images = torch.stack([load_bucket_image(scanned[i][0], buckets[i]) for i in batch])
-            for i, latent in zip(batch, codec.encode(images)):
-                tensors[f"latents.{i}"] = latent.contiguous()
-        names = [str(path.relative_to(self.image_dir)) for path, _ in scanned]
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(".partial")
-        save_file(tensors, str(partial), metadata={"files": json.dumps(names)})
-        partial.replace(cache_file)  # atomic: a reader never sees half a file
-
-    def _caches(self, build: bool) -> tuple[list[Path], list[torch.Tensor], dict[str, torch.Tensor], list[str]]:
-        from safetensors import safe_open
-
-        from advtune.data.text_embeddings import load_or_encode_prompts
-
-        cache_file = self._latent_cache_file()
-        if not cache_file.is_file():
-            if not build:
-                raise FileNotFoundError(f"latent cache {cache_file} is missing; rank 0 builds it in prepare_data")
-            self._encode_latents(cache_file)
-        with safe_open(str(cache_file), "pt") as handle:
-            files = [self.image_dir / name for name in json.loads(handle.metadata()["files"])]
-            latents = [handle.get_tensor(f"latents.{i}") for i in range(len(files))]
-        prompts = list(dict.fromkeys([self.captions[path] for path in files] + self.validation_prompts))
-        self.prompt_index = {prompt: i for i, prompt in enumerate(prompts)}
-        text = load_or_encode_prompts(self.snapshot, prompts, self.cache_dir, self.max_sequence_length,
-                                      self.device, self.encoder_dtype, build=build)
-        return files, latents, text, prompts
+        cache = self._latent_cache()
+        if build:
+            self._encode_new_latents(cache)
+        files, latent_files = cached_images(cache, self.files, self.image_dir, self.skip_bad_files,
+                                            where=f"data.image_dir {self.image_dir}")
+        prompts = [self.captions[path] for path in files] + self.validation_prompts
+        text_files = cache_prompts(self.snapshot, prompts, text_cache(self.snapshot, self.cache_dir,
+                                   self.max_sequence_length, self.encoder_dtype), self.max_sequence_length,
+                                   self.device, self.encoder_dtype, build=build)
+        return files, latent_files, text_files[:len(files)], text_files[len(files):]
 
     def prepare_data(self) -> None:
-        """Build both caches (Lightning calls this on local rank 0 only; the others wait)."""
+        """Encode what the caches lack (Lightning calls this on local rank 0 only; the others wait)."""
         self._caches(build=True)
 
     # ---- datasets and loaders ---------------------------------------------------------------
@@ -196,31 +181,26 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
         if self.train_dataset is not None:
             return
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        files, latents, text, prompts = self._caches(build=not distributed or torch.distributed.get_rank() == 0)
-        caption_index = torch.tensor([self.prompt_index[self.captions[path]] for path in files])
+        files, latent_files, text_files, validation_files = self._caches(
+            build=not distributed or torch.distributed.get_rank() == 0)
+        buckets = [tagged_shape(path)[1:] for path in latent_files]  # from the file names: nothing is opened
         order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
         num_val = min(max(1, round(self.val_fraction * len(files))), len(files) - 1) if self.val_fraction > 0 else 0
         val, train = order[:num_val], order[num_val:]
-
-        def items(indices: list[int]) -> dict[str, Any]:
-            index = caption_index[indices]
-            return {"latents": [latents[i] for i in indices], "prompt_embeds": text["prompt_embeds"][index],
-                    "pooled_prompt_embeds": text["pooled_prompt_embeds"][index]}
-
-        train_items = items(train)
-        self.train_dataset = LatentDataset(train_items.pop("latents"), extras=train_items)
-        self._train_buckets = [tuple(latents[i].shape[1:]) for i in train]
-        shown = self.validation_prompts or list(dict.fromkeys(self.captions[files[i]] for i in val + train))
-        shown = shown[: len(self.validation_prompts) or _DEFAULT_VALIDATION_PROMPTS]
-        shown_index = torch.tensor([self.prompt_index[p] for p in shown])
-        self._val_batches = [{"validation_prompts": shown,
-                              "validation_prompt_embeds": text["prompt_embeds"][shown_index],
-                              "validation_pooled_prompt_embeds": text["pooled_prompt_embeds"][shown_index]}]
-        val_items = items(val)
-        for batch in bucket_batches([tuple(latents[i].shape[1:]) for i in val], self.batch_size, generator=None):
-            self._val_batches.append({"latents": torch.stack([val_items["latents"][i] for i in batch]),
-                                      "prompt_embeds": val_items["prompt_embeds"][batch],
-                                      "pooled_prompt_embeds": val_items["pooled_prompt_embeds"][batch]})
+        self.train_dataset = CachedLatentDataset([latent_files[i] for i in train], [text_files[i] for i in train])
+        self._train_buckets = [buckets[i] for i in train]
+        if self.validation_prompts:
+            shown, shown_files = self.validation_prompts, validation_files
+        else:  # up to a few distinct captions of the folder, held-out images' first
+            first = {self.captions[files[i]]: text_files[i] for i in val + train}
+            shown = list(first)[:_DEFAULT_VALIDATION_PROMPTS]
+            shown_files = [first[p] for p in shown]
+        embeds, pooled = load_prompt_batch(shown_files)
+        prompt_batch = {"validation_prompts": shown, "validation_prompt_embeds": embeds,
+                        "validation_pooled_prompt_embeds": pooled}
+        val_items = CachedLatentDataset([latent_files[i] for i in val], [text_files[i] for i in val])
+        self._val_batches = ValidationBatches(prompt_batch, val_items,
+                                              bucket_batches([buckets[i] for i in val], self.batch_size, generator=None))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

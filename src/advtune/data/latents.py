@@ -1,7 +1,7 @@
-"""Latents for Flux training: codecs (identity, diffusers ``AutoencoderKL``) and LightningDataModules.
+"""Latents for Flux training: LightningDataModules of latents (and the codecs, from :mod:`advtune.data.codecs`).
 
 Latent adversarial training never decodes through the VAE during training: images are encoded
-*once*, the latents cached on disk as safetensors, and every step reads the cache. Batches are
+*once*, each latent cached on disk as safetensors, and every batch reads its items from the cache. Batches are
 dicts: ``"latents"`` ``(B, C, H, W)`` always; ``"label"`` ``(B,)`` for digits; and, for a real FLUX.1,
 the cached text conditioning ``"prompt_embeds"`` ``(B, S, 4096)`` and ``"pooled_prompt_embeds"``
 ``(B, 768)`` (see :mod:`advtune.models.flux`).
@@ -9,7 +9,6 @@ the cached text conditioning ``"prompt_embeds"`` ``(B, S, 4096)`` and ``"pooled_
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +17,8 @@ import lightning
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from advtune.data.codecs import AutoencoderKLCodec, IdentityCodec
 
 __all__ = [
     "IdentityCodec",
@@ -29,69 +30,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-class IdentityCodec:
-    """Pixel space *is* latent space (the built-in digits: 1 channel, values in [-1, 1])."""
-
-    latent_channels = 1
-    downsample_factor = 1
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` images → the same tensor."""
-        return images
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` latents → images in [-1, 1] (clamped, as a saved PNG would be)."""
-        return latents.clamp(-1.0, 1.0)
-
-
-class AutoencoderKLCodec:
-    """diffusers' ``AutoencoderKL`` loaded from a local directory, with Flux's latent normalisation.
-
-    ``encode``: ``z = (mean(q(z|x)) − shift_factor) · scaling_factor`` (the posterior mean, so the
-    cache is deterministic); ``decode`` inverts it. FLUX.1's VAE config has ``scaling_factor=0.3611``
-    and ``shift_factor=0.1159``; SD-style VAEs have no shift (0).
-
-    Args:
-        local_dir: directory saved with ``save_pretrained`` (or a pipeline snapshot with ``subfolder="vae"``).
-        subfolder: sub-directory holding ``config.json``.
-        device: where the VAE runs while encoding; ``decode`` moves it to the latents' device first,
-            so under DDP each rank decodes on the device Lightning gave it.
-        dtype: weight dtype (``"float32"``, ``"bfloat16"``, ``"float16"``).
-    """
-
-    def __init__(self, local_dir: str | Path, subfolder: str | None = None, device: str = "cpu",
-                 dtype: str = "float32") -> None:
-        from diffusers import AutoencoderKL
-
-        from advtune.models.flux import check_pretrained_dir
-
-        model_dir = check_pretrained_dir(local_dir, subfolder, "AutoencoderKL", "AutoencoderKL")
-        self.vae = AutoencoderKL.from_pretrained(str(model_dir), local_files_only=True, torch_dtype=getattr(torch, dtype))
-        self.vae = self.vae.to(device).eval()
-        self.vae.requires_grad_(False)
-        self.device = torch.device(device)
-        config = self.vae.config
-        self.scaling_factor = float(config.scaling_factor)
-        self.shift_factor = float(config.shift_factor or 0.0)
-        self.latent_channels = int(config.latent_channels)
-        self.downsample_factor = 2 ** (len(config.block_out_channels) - 1)
-        self.config_json = json.dumps(dict(config), sort_keys=True, default=str)
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H / f, W / f)`` normalised latents."""
-        posterior = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
-        return ((posterior.mode() - self.shift_factor) * self.scaling_factor).float().cpu()
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents → ``(B, 3, H, W)`` images in [-1, 1], on CPU."""
-        if latents.device != self.device:
-            self.vae, self.device = self.vae.to(latents.device), latents.device
-        z = latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor
-        return self.vae.decode(z).sample.float().clamp(-1.0, 1.0).cpu()
 
 
 class LatentDataset(Dataset):
@@ -120,8 +58,8 @@ class _LatentDataModule(lightning.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
-        self.train_dataset: LatentDataset | None = None
-        self.val_dataset: LatentDataset | None = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
 
     def train_dataloader(self) -> DataLoader:
         from advtune.data.loader import ResumableDataLoader  # seeded order that resumes mid-epoch
@@ -180,12 +118,13 @@ def _load_image(path: Path, resolution: int) -> torch.Tensor:
 
 
 class ImageFolderLatentDataModule(_LatentDataModule):
-    """Images of a folder, encoded once by an ``AutoencoderKL`` and cached as safetensors.
+    """Images of a folder, square-cropped, encoded by an ``AutoencoderKL``, one cached latent per image.
 
-    ``setup`` checks every image first (an unreadable file fails with one line naming it, before
-    any training; ``skip_bad_files=True`` leaves such files out with a warning), then loads ``cache_dir/latents-<key>.safetensors`` or encodes and writes it. The
-    key hashes the file names, sizes and modification times, the resolution and the VAE config, so
-    a changed folder or VAE is re-encoded and an unchanged one never is.
+    Before training (``prepare_data``; under DDP local rank 0, the others wait), the images without
+    a cached latent are opened (an unreadable file fails with one line naming it;
+    ``skip_bad_files=True`` leaves it out with a warning), encoded and written to
+    ``cache_dir/latents-<key>/`` (:mod:`advtune.data.latent_cache`): a changed or added image is
+    encoded alone, an unchanged one never again. Batches read their latents from disk.
 
     Args:
         image_dir: folder of images (``.png .jpg .jpeg .webp .bmp``, searched recursively).
@@ -218,7 +157,7 @@ class ImageFolderLatentDataModule(_LatentDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         from advtune.models.flux import check_pretrained_dir
 
-        check_pretrained_dir(vae_path, vae_subfolder, "AutoencoderKL", "AutoencoderKL")  # fail before training
+        self.vae_dir = check_pretrained_dir(vae_path, vae_subfolder, "AutoencoderKL", "AutoencoderKL")  # fail early
         self.vae_path, self.vae_subfolder, self.device = vae_path, vae_subfolder, device
         self.resolution, self.val_fraction = int(resolution), float(val_fraction)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.image_dir / ".advtune_cache"
@@ -234,36 +173,30 @@ class ImageFolderLatentDataModule(_LatentDataModule):
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {self.image_dir}")
         return files
 
-    def _cache_key(self, files: list[Path], codec: AutoencoderKLCodec) -> str:
-        digest = hashlib.sha256(f"{self.resolution}|{codec.config_json}".encode())
-        for path in files:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(self.image_dir)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return digest.hexdigest()[:20]
+    def latent_files(self, build: bool = True) -> list[Path]:
+        """The cached latent ``(C, R/f, R/f)`` of every readable image, encoding the missing ones first
+        (``build=False``: a DDP rank other than 0 only reads)."""
+        from advtune.data.latent_cache import cached_images, encode_new_images, latent_cache
+        from advtune.models.flux_snapshot import component_fingerprint
 
-    def encode_all(self) -> torch.Tensor:
-        """Latents ``(N, C, h, w)`` of every image, from the cache when it is current."""
-        from safetensors.torch import load_file, save_file
-
-        from advtune.data.scan import scan_files
-
-        loaded = scan_files(self.image_files(), lambda path: _load_image(path, self.resolution),
-                            self.skip_bad_files, where=f"data.image_dir {self.image_dir}")  # every file, first
-        files, images = [path for path, _ in loaded], [image for _, image in loaded]
-        codec = AutoencoderKLCodec(self.vae_path, self.vae_subfolder, self.device)
-        if self.resolution % (2 * codec.downsample_factor):
-            raise ValueError(f"resolution {self.resolution} must be a multiple of {2 * codec.downsample_factor} "
+        config = (self.vae_dir / "config.json").read_bytes()
+        factor = 2 ** (len(json.loads(config)["block_out_channels"]) - 1)
+        if self.resolution % (2 * factor):
+            raise ValueError(f"resolution {self.resolution} must be a multiple of {2 * factor} "
                              f"(VAE downsampling × Flux 2×2 packing)")
-        cache_file = self.cache_dir / f"latents-{self._cache_key(files, codec)}.safetensors"
-        if cache_file.is_file():
-            return load_file(str(cache_file))["latents"]
-        batches = [torch.stack(images[i:i + self.encode_batch_size])
-                   for i in range(0, len(images), self.encode_batch_size)]
-        latents = torch.cat([codec.encode(batch) for batch in batches]).contiguous()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        names = json.dumps([str(p.relative_to(self.image_dir)) for p in files])
-        save_file({"latents": latents}, str(cache_file), metadata={"files": names})
-        return latents
+        cache = latent_cache(self.cache_dir, ["square", str(self.resolution), config,
+                                              component_fingerprint(self.vae_dir, (".",))])
+        files, where = self.image_files(), f"data.image_dir {self.image_dir}"
+        if build:
+            encode_new_images(cache, files, self.image_dir, lambda path: _load_image(path, self.resolution).shape,
+                              lambda path, _: _load_image(path, self.resolution),
+                              lambda: AutoencoderKLCodec(self.vae_path, self.vae_subfolder, self.device),
+                              self.encode_batch_size, self.skip_bad_files, where)
+        return cached_images(cache, files, self.image_dir, self.skip_bad_files, where)[1]
+
+    def prepare_data(self) -> None:
+        """Encode the images the cache lacks (Lightning: local rank 0 only; the others wait)."""
+        self.latent_files(build=True)
 
     def _shared_prompt(self) -> dict[str, torch.Tensor]:
         if self.prompt_embeds_path is None:
@@ -280,11 +213,15 @@ class ImageFolderLatentDataModule(_LatentDataModule):
         return {key: tensors[key].float() for key in ("prompt_embeds", "pooled_prompt_embeds")}
 
     def setup(self, stage: str | None = None) -> None:
+        from advtune.data.item_cache import CachedLatentDataset
+
         if self.train_dataset is not None:
             return
-        latents, shared = self.encode_all(), self._shared_prompt()
-        order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(self.seed))
-        num_val = max(1, round(self.val_fraction * len(latents))) if self.val_fraction > 0 else 0
-        num_val = min(num_val, len(latents) - 1)
-        self.val_dataset = LatentDataset(latents[order[:num_val]], shared=shared)
-        self.train_dataset = LatentDataset(latents[order[num_val:]], shared=shared)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        files = self.latent_files(build=not distributed or torch.distributed.get_rank() == 0)
+        shared = self._shared_prompt()
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        num_val = max(1, round(self.val_fraction * len(files))) if self.val_fraction > 0 else 0
+        num_val = min(num_val, len(files) - 1)
+        self.val_dataset = CachedLatentDataset([files[i] for i in order[:num_val]], shared=shared)
+        self.train_dataset = CachedLatentDataset([files[i] for i in order[num_val:]], shared=shared)

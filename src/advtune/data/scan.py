@@ -35,7 +35,8 @@ def _names(bad: list[tuple[Path, str]]) -> str:
     return shown + (f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
 
 
-def scan_files(files: Sequence[Path], read: Callable[[Path], T], skip_bad: bool, where: str) -> list[tuple[Path, T]]:
+def scan_files(files: Sequence[Path], read: Callable[[Path], T], skip_bad: bool, where: str,
+               allow_none: bool = False) -> list[tuple[Path, T]]:
     """Open every file once; return ``(path, read(path))`` for those that work.
 
     Args:
@@ -44,6 +45,8 @@ def scan_files(files: Sequence[Path], read: Callable[[Path], T], skip_bad: bool,
         skip_bad: ``False``: raise :class:`BadDataFilesError` naming the bad files.
             ``True``: leave them out, with one warning line.
         where: the config key or folder the files come from, for the messages.
+        allow_none: with ``skip_bad``, all of ``files`` may be bad (they are the new files of a
+            dataset whose other files are already cached): no error for an empty result.
 
     Returns:
         ``(path, value)`` pairs of the readable files, in the order given.
@@ -61,7 +64,7 @@ def scan_files(files: Sequence[Path], read: Callable[[Path], T], skip_bad: bool,
     if not skip_bad:
         raise BadDataFilesError(f"{counted}: {_names(bad)}. Fix or remove them, or set data.skip_bad_files=true "
                                 "to train without them")
-    if not good:
+    if not good and not allow_none:
         raise BadDataFilesError(f"{counted}: all of them, nothing left to train on: {_names(bad)}")
     log.warning("warning: skipping %s (data.skip_bad_files=true): %s", counted, _names(bad))
     return good

@@ -80,6 +80,7 @@ class FluxLoRATask(AdversarialTask):
             each sample draws one, and a second forward gives the fake ``x̂0`` from ``x0`` noised to it, so
             the adversarial term trains the levels few-step sampling uses (ADD, Sauer et al. 2023).
         guidance_scale: embedded guidance (guidance-distilled transformers only).
+        validation_guidance_scale: embedded guidance :meth:`sample` renders with (``None``: ``guidance_scale``).
         validation_num_steps: Euler step counts rendered (and scored, digits) at validation.
         num_validation_samples: digits samples per step count (and size of the real reference set).
         validation_batch_size: samples per transformer call when sampling (memory, not results).
@@ -121,6 +122,7 @@ class FluxLoRATask(AdversarialTask):
         disc_sigma_logit_std: float = 1.0,
         adv_fake_levels: Sequence[float] | None = None,
         guidance_scale: float = 1.0,
+        validation_guidance_scale: float | None = None,
         validation_num_steps: Sequence[int] = (1, 2, 4, 8),
         num_validation_samples: int = 256,
         validation_batch_size: int = 64,
@@ -169,6 +171,7 @@ class FluxLoRATask(AdversarialTask):
             raise ValueError(f"FluxLoRATask: adv_fake_levels must lie in (0, 1], got {list(adv_fake_levels)}")
         self.adv_fake_levels = None if adv_fake_levels is None else [float(level) for level in adv_fake_levels]
         self.guidance_scale = float(guidance_scale)
+        self.validation_guidance_scale = None if validation_guidance_scale is None else float(validation_guidance_scale)
         self.validation_num_steps = [int(n) for n in validation_num_steps]
         self.num_validation_samples = int(num_validation_samples)
         self.validation_batch_size = int(validation_batch_size)
@@ -207,10 +210,12 @@ class FluxLoRATask(AdversarialTask):
             return batch["prompt_embeds"].to(device, torch.float32), batch["pooled_prompt_embeds"].to(device, torch.float32)
         return null_prompt(self.transformer, batch_size, 1, device)
 
-    def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor],
+                  guidance: float | None = None) -> torch.Tensor:
         from advtune.models.flux import predict_velocity
 
-        return predict_velocity(self.transformer, x_t, t, prompt[0], prompt[1], self.guidance_scale)
+        return predict_velocity(self.transformer, x_t, t, prompt[0], prompt[1],
+                                self.guidance_scale if guidance is None else guidance)
 
     def _latents(self, batch: Any) -> torch.Tensor:
         from advtune.models.flux import validate_latents
@@ -273,7 +278,7 @@ class FluxLoRATask(AdversarialTask):
                                for p in self._prompts[1:])
             else:
                 prompt = self._prompt({}, len(chunk), device)
-            latents = euler_sample(lambda x, t: self._velocity(x, t, prompt), chunk, steps, shift)
+            latents = euler_sample(lambda x, t: self._velocity(x, t, prompt, self.validation_guidance_scale), chunk, steps, shift)
             images.append(self.codec.decode(latents).float().cpu())
         return torch.cat(images)
 
