@@ -100,4 +100,8 @@ def parse_simple_args(command: str, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path=... is required (advtune {command} --help)")
     if "num_samples" in args and args["num_samples"] < 1:
         raise ConfigError(f"num_samples={args['num_samples']} is not valid: expected an integer >= 1")
+    if "seed" in args and not 0 <= args["seed"] < 2**32:  # the range of the run's own seed
+        raise ConfigError(f"seed={args['seed']} is not valid: expected an integer from 0 to {2**32 - 1}")
+    if not str(args["out_dir"]).strip():
+        raise ConfigError("out_dir='' is not valid: expected a folder path")
     return args

@@ -131,19 +131,39 @@ def _accepts(annotation: Any) -> tuple[Callable[[Any], bool], str] | None:
         return (lambda v: isinstance(v, bool)), "true/false"
     if annotation is int:
         return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
-    if annotation is float:
-        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if annotation is float:  # NaN is not a number any setting can use
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v), "a number"
     if annotation is type(None):
         return (lambda v: v is None), "null"
     if origin is typing.Literal and all(isinstance(a, (str, int, float, bool)) for a in args):
         names = {str(a) for a in args}
         return (lambda v: str(v) in names), f"one of {', '.join(sorted(names))}"
     if origin in (typing.Union, types.UnionType):
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if len(literals) > 1:  # Literal[1, 2] | Literal["a"]: one list of names
+            args = (typing.Literal[tuple(v for lit in literals for v in typing.get_args(lit))],
+                    *(a for a in args if a not in literals))
         parts = [_accepts(a) for a in args]
         if any(part is None for part in parts):
             return None  # a member we do not check (str, list, a class): accept anything
         return (lambda v: any(check(v) for check, _ in parts)), " or ".join(text for _, text in parts)
     return None
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters' annotations, evaluated; one by one when some name a type imported only for type
+    checkers (a return type ``"FluxTransformer2DModel"``), leaving out those that cannot be evaluated."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - fall back to the annotations that do evaluate
+        pass
+    hints = {}
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, getattr(function, "__globals__", {})) if isinstance(annotation, str) else annotation
+        except Exception:  # noqa: BLE001 - a name only imported under TYPE_CHECKING
+            continue
+    return hints
 
 
 def check_value_types(values: dict[str, Any], target: Callable[..., Any], where: str) -> None:
@@ -152,11 +172,7 @@ def check_value_types(values: dict[str, Any], target: Callable[..., Any], where:
     Only scalar annotations (int, float, bool, Literal, Optional/Union of those) are checked;
     anything else, or a target whose annotations cannot be resolved, is left to the target.
     """
-    function = target.__init__ if isinstance(target, type) else target
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # noqa: BLE001 - annotations naming types only imported for type checkers
-        return
+    hints = _type_hints(target.__init__ if isinstance(target, type) else target)
     for key, value in values.items():
         if key.startswith("_") or key not in hints or value is None or isinstance(value, (dict, list)):
             continue  # null: a placeholder the code fills in (a _partial_ node), or the target's default

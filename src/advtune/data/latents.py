@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from advtune.checks import check_loader_settings
+
 __all__ = [
     "IdentityCodec",
     "AutoencoderKLCodec",
@@ -117,8 +119,7 @@ class _LatentDataModule(lightning.LightningDataModule):
 
     def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_loader_settings("data", batch_size, num_workers, seed)
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.train_dataset: LatentDataset | None = None
         self.val_dataset: LatentDataset | None = None
