@@ -63,6 +63,14 @@ def test_types_of_flags_and_monitor_keys(tmp_path):
         "monitor.patience=2.5 is not valid: expected an integer"
 
 
+def test_init_files_are_checked(tmp_path):
+    assert _refusal(build, _cfg(tmp_path, f"init_generator={tmp_path / 'none.pt'}"), False) == \
+        f"init_generator: no file at {tmp_path / 'none.pt'}"
+    (tmp_path / "text.pt").write_text("not a model")
+    message = _refusal(build, _cfg(tmp_path, f"init_generator={tmp_path / 'text.pt'}"), False)
+    assert message.startswith(f"init_generator {tmp_path / 'text.pt'} does not fit the task's generator: ")
+
+
 def test_data_set_up_and_loaders_are_checked(tmp_path):
     cfg = _cfg(tmp_path, "data.val_fraction=1.5")
     datamodule = build(cfg).datamodule  # the data module takes the value; its setup refuses it

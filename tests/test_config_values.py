@@ -202,7 +202,8 @@ def test_every_value_of_every_option_in_every_experiment_is_checked(experiment, 
 
 # A fixed sample of digits_gan_stable (the experiment), run through the command line: a
 # value refused by each layer (root keys, monitor, module, an optimizer, trainer and Lightning's
-# own checks, data, schedule, adversarial) and values validate-config accepts (they must train).
+# own checks, data, schedule, adversarial, task) and one validate-config accepts (it must train:
+# a negative LeakyReLU slope is unusual, not wrong).
 SAMPLE = [
     ("seed", -7), ("monitor.patience", "abc"), ("module.generator_optimizer.lr", -1.5),
     ("module.scheduler_interval", "nope"), ("trainer.devices", "abc"), ("trainer.strategy", "nope"),

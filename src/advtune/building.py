@@ -41,7 +41,8 @@ def _first_line(error: BaseException) -> str:
 def _quoted_negatives(node: Any, path: str, message: str) -> str:
     """``" (task.generator.latent_dim=-7)"``: the negative values of config node ``node`` that an
     error naming no key quotes ("negative dimension -7"), with the key they come from when they are
-    interpolated; when it quotes none, every negative value of the node; ``""`` without any."""
+    interpolated; when it quotes none but is about a negative number, every negative value of the
+    node; ``""`` otherwise."""
     negatives: list[tuple[str, str]] = []  # (value, "key=value [from ${...}]")
 
     def walk(value: Any, raw: Any, key: str) -> None:
@@ -60,8 +61,9 @@ def _quoted_negatives(node: Any, path: str, message: str) -> str:
     quoted = [text for value, text in negatives if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", message)]
     if quoted:
         return f" ({', '.join(quoted)})"
-    # A size derived from the value (a width of 2 x -7): every negative value of the node.
-    return f" (negative here: {', '.join(text for _, text in negatives)})" if negatives else ""
+    if negatives and "negative" in message:  # a size derived from the value (a width of 2 x -7)
+        return f" (negative here: {', '.join(text for _, text in negatives)})"
+    return ""
 
 
 def _refusal(error: BaseException, name: str, target: Any, node: Any = None) -> ConfigError:
@@ -233,7 +235,16 @@ def _initialise_players(cfg: DictConfig, module: Any) -> None:
     if cfg.get("init_generator"):
         from advtune.io import load_model
 
+        path = Path(cfg.init_generator)
         generator = getattr(module.task, "generator", None)
         if generator is None:
             raise ConfigError(f"init_generator: task {type(module.task).__name__} has no `generator` to initialise")
-        generator.load_state_dict(load_model(cfg.init_generator).state_dict())
+        if not path.is_file():
+            raise ConfigError(f"init_generator: no file at {path}")
+        try:
+            state = load_model(path).state_dict()
+            generator.load_state_dict(state)
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a foreign, corrupt or mismatched file, reported in one line
+            raise ConfigError(f"init_generator {path} does not fit the task's generator: {_first_line(err)}") from None

@@ -15,7 +15,7 @@ __all__ = ["COMMANDS", "SIMPLE_ARGS", "EXTERNAL_COMMANDS", "command_help", "pars
 
 COMMANDS = {
     "train": "train a model; re-running into the same output_dir resumes it (resume=auto)",
-    "validate-config": "compose, check and build every object of a config without training",
+    "validate-config": "prepare a run as train does (objects, optimizers, data, Trainer); no step, no files",
     "sample": "write a sample grid (PNG, first 64) and all raw samples (.npy) from ckpt_path=...",
     "export": "write what ships (generator or adapter) and the discriminator from ckpt_path=...",
     "generate": "generate images with a base model and an exported adapter (advtune generate --help)",

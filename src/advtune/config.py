@@ -107,7 +107,13 @@ def check_targets(cfg: Any, extra_prefixes: tuple[str, ...] = (), trust_config_p
     """
     prefixes = ALLOWED_TARGET_PREFIXES + tuple(extra_prefixes)
     if trust_config_prefixes and isinstance(cfg, DictConfig) and "allowed_target_prefixes" in cfg:
-        prefixes += tuple(cfg.allowed_target_prefixes or ())
+        extra = cfg.allowed_target_prefixes
+        extra = [] if extra is None else OmegaConf.to_container(extra) if isinstance(extra, ListConfig) else extra
+        if not isinstance(extra, list) or not all(isinstance(p, str) and p.strip(".") for p in extra):
+            # a string would allow every module starting with one of its letters, "" every module
+            raise ConfigError(f"allowed_target_prefixes={extra!r} is not valid: expected a list of module "
+                              "prefixes, e.g. [my_pkg.]")
+        prefixes += tuple(extra)
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):

@@ -17,6 +17,8 @@ def _arguments(*overrides: str) -> dict:
     ("keep_checkpoints=-2", "keep_checkpoints=-2 is not valid: expected an integer >= -1"),
     ("checkpoint_every=0", "checkpoint_every=0 is not valid: expected an integer >= 1"),
     ("resume=sometimes", "resume='sometimes' is not valid: expected one of auto, never"),
+    ("run_name=[1,2]", "run_name=[1, 2] is not valid: expected a name"),
+    ("validation_prompts=a cat", "validation_prompts='a cat' is not valid: expected a list of prompts"),
     ("trainer.max_steps=-7", "trainer.max_steps=-7 is not valid: expected an integer >= -1"),
     ("trainer.num_nodes=0", "trainer.num_nodes=0 is not valid: expected an integer >= 1"),
     ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not valid: expected an integer >= 1"),

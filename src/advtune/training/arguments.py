@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from advtune.checks import check_choice, check_integer, refuse
 from advtune.config import check_value_types
@@ -36,6 +36,12 @@ def check_root_settings(cfg: DictConfig) -> None:
     output_dir = cfg.get("output_dir")
     if not isinstance(output_dir, str) or not output_dir.strip():
         refuse("output_dir", output_dir, "a folder path")
+    if isinstance(cfg.get("run_name"), (DictConfig, ListConfig)):
+        refuse("run_name", OmegaConf.to_container(cfg.run_name), "a name")
+    prompts = cfg.get("validation_prompts")
+    if prompts is not None and (not isinstance(prompts, ListConfig) or not all(isinstance(p, str) for p in prompts)):
+        refuse("validation_prompts", OmegaConf.to_container(prompts) if isinstance(prompts, ListConfig) else prompts,
+               'a list of prompts, e.g. ["a cat", "a dog"]')
 
 
 def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
