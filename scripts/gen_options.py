@@ -129,6 +129,22 @@ def render() -> str:
     return "\n".join(parts) + "\n"
 
 
+def documented_options(choices: dict[str, str]) -> dict[str, str]:
+    """Key -> documented type of every option of ``config.yaml`` and of the chosen group options.
+
+    ``choices``: group -> option, as an experiment picks them (Hydra's ``runtime.choices``); the
+    experiment's own file counts too (its keys are already full). The same rows as the tables above:
+    ``tests/test_config_values.py`` sweeps wrong values over them.
+    """
+    options = {key: kind for key, kind, _, _ in describe(CONFIG_DIR / "config.yaml")}
+    for group, option in choices.items():
+        path = CONFIG_DIR / group / f"{option}.yaml"
+        if option and path.is_file():
+            prefix = "" if group == "experiment" else f"{group}."
+            options.update({f"{prefix}{key}": kind for key, kind, _, _ in describe(path)})
+    return options
+
+
 if __name__ == "__main__":
     text = render()
     if "--check" in sys.argv:

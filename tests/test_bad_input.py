@@ -192,8 +192,9 @@ def test_discriminator_breaking_the_output_contract(tmp_path, capsys, monkeypatc
     assert not list(out.glob("checkpoints/*"))
 
 
-def _settings(steps: int, rate: float | None, flag: bool, mode: Literal["a", "b"], devices: int | str, name: str) -> None:
-    """A signature to check values against."""
+def _settings(steps: int, rate: float | None, flag: bool, mode: Literal["a", "b"], devices: int | str, name: str,
+              precision: Literal[16, 32] | Literal["bf16"] | None = None) -> "NotImportedHere":  # noqa: F821
+    """A signature to check values against (its return type names a class imported nowhere)."""
 
 
 @pytest.mark.parametrize(("values", "problem"), [
@@ -205,6 +206,8 @@ def _settings(steps: int, rate: float | None, flag: bool, mode: Literal["a", "b"
     ({"rate": "fast"}, "x.rate='fast' is not valid: expected a number or null"),
     ({"flag": 1}, "x.flag=1 is not valid: expected true/false"),
     ({"mode": "c"}, "x.mode='c' is not valid: expected one of a, b"),
+    ({"rate": float("nan")}, "x.rate=nan is not valid: expected a number or null"),  # NaN is no setting's number
+    ({"precision": "16-mixed"}, "x.precision='16-mixed' is not valid: expected one of 16, 32, bf16 or null"),
 ])
 def test_value_types_follow_the_annotations(values, problem):
     from advtune.config import ConfigError, check_value_types

@@ -167,3 +167,50 @@ def test_checkpoint_cannot_widen_its_own_allow_list(tmp_path, gan_overrides, cap
     assert main(["sample", f"ckpt_path={tmp_path / 'crafted.ckpt'}", f"out_dir={tmp_path / 's'}"]) == 2
     assert "'os.system' at 'task' is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("monitor.patience=abc", "error: monitor.patience='abc' is not valid: expected an integer"),
+    ("module.generator_optimizer.lr=abc", "error: module.generator_optimizer.lr='abc' is not valid: expected a number > 0"),
+    ("trainer.devices=abc", "error: trainer.devices='abc' is not valid: expected an integer >= 1, -1 (all), auto"),
+    ("data.num_workers=-7", "error: data.num_workers=-7 is not valid: expected an integer >= 0"),
+])
+def test_validate_config_refuses_what_train_would(override, expected, tmp_path, capsys):
+    """The issue's four examples: validate-config used to print "ok" for them, then train crashed."""
+    assert main(["validate-config", "experiment=digits_gan_stable", f"output_dir={tmp_path / 'run'}", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(expected) and "\n" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_config_writes_nothing_and_names_the_resume_point(tmp_path, gan_overrides, capsys):
+    out = tmp_path / "run"
+    assert main(["validate-config", *gan_overrides(out)]) == 0
+    assert capsys.readouterr().out.strip() == ("ok: every object of the run builds and the Trainer accepts its "
+                                               f"arguments (output_dir={out})")
+    assert not out.exists()
+    train(compose_config(gan_overrides(out, **{"trainer.max_steps": 2})))
+    stale = out / "checkpoints" / ".last.ckpt.4242.tmp"  # what train would clean up; validate leaves it
+    stale.write_bytes(b"x")
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*") if p.is_file()}
+    assert main(["validate-config", *gan_overrides(out), "trainer.max_steps=4"]) == 0
+    assert f"resumes {out / 'checkpoints' / 'last.ckpt'} at generator update 2" in capsys.readouterr().out
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*") if p.is_file()} == before
+    assert main(["validate-config", *gan_overrides(out), "discriminator.hidden_dims=[8]"]) == 2  # train refuses too
+    assert "was trained with a different config (discriminator.hidden_dims" in capsys.readouterr().err
+
+
+def test_validate_config_checks_an_unwritable_output_dir_without_writing(tmp_path, gan_overrides, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["validate-config", *gan_overrides(blocker / "run")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: output_dir {blocker / 'run'} is not writable: {blocker} is not a folder"
+
+
+@pytest.mark.parametrize(("argument", "expected"), [
+    ("seed=-1", "error: seed=-1 is not valid: expected an integer from 0 to 4294967295"),
+    ("out_dir=", "error: out_dir='' is not valid: expected a folder path"),
+])
+def test_sample_arguments_are_checked(argument, expected, tmp_path, capsys):
+    assert main(["sample", f"ckpt_path={tmp_path / 'x.ckpt'}", argument]) == 2
+    assert capsys.readouterr().err.strip() == expected

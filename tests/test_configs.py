@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from advtune.config import CONFIG_DIR, ConfigError, check_targets, compose_config
@@ -44,6 +46,10 @@ def test_target_outside_allow_list_is_refused():
         compose_config(["task._target_=os.system"])
     cfg = compose_config(["task._target_=mypkg.MyTask", "allowed_target_prefixes=[mypkg.]"])
     assert cfg.task._target_ == "mypkg.MyTask"
+    # A string would allow every module starting with one of its letters, an empty prefix every module.
+    for wrong, shown in (("os", "'os'"), ("['']", "['']")):
+        with pytest.raises(ConfigError, match=rf"allowed_target_prefixes={re.escape(shown)} is not valid: expected a list"):
+            compose_config(["task._target_=os.system", f"allowed_target_prefixes={wrong}"])
 
 
 def test_adversarial_without_discriminator_fails_at_start(tmp_path):

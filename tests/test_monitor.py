@@ -227,5 +227,5 @@ def test_collapse_is_judged_against_the_chosen_reference(trainer_factory, tmp_pa
 
 
 def test_collapse_reference_is_checked():
-    with pytest.raises(ValueError, match="monitor.collapse_reference must be one of real, warmup or null, got 'data'"):
+    with pytest.raises(ValueError, match="monitor.collapse_reference='data' is not valid: expected one of real, warmup"):
         HealthMonitor(collapse_reference="data")

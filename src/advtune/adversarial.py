@@ -96,6 +96,8 @@ class AdversarialLossCalculator:
                             ("lecam_weight", lecam_weight), ("warmup_steps", warmup_steps)):
             if not value >= 0:  # NaN too
                 raise ValueError(f"adversarial.{name} must be >= 0, got {value}")
+        if not 0.0 <= lecam_decay < 1.0:
+            raise ValueError(f"adversarial.lecam_decay must be in [0, 1), got {lecam_decay}")
         if regularization_interval < 1:
             raise ValueError(f"adversarial.regularization_interval must be >= 1, got {regularization_interval}")
         if augment is not None and not callable(augment):

@@ -15,7 +15,7 @@ __all__ = ["COMMANDS", "SIMPLE_ARGS", "EXTERNAL_COMMANDS", "command_help", "pars
 
 COMMANDS = {
     "train": "train a model; re-running into the same output_dir resumes it (resume=auto)",
-    "validate-config": "compose, check and build every object of a config without training",
+    "validate-config": "prepare a run as train does (objects, optimizers, data, Trainer); no step, no files",
     "sample": "write a sample grid (PNG, first 64) and all raw samples (.npy) from ckpt_path=...",
     "export": "write what ships (generator or adapter) and the discriminator from ckpt_path=...",
     "generate": "generate images with a base model and an exported adapter (advtune generate --help)",
@@ -100,4 +100,8 @@ def parse_simple_args(command: str, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path=... is required (advtune {command} --help)")
     if "num_samples" in args and args["num_samples"] < 1:
         raise ConfigError(f"num_samples={args['num_samples']} is not valid: expected an integer >= 1")
+    if "seed" in args and not 0 <= args["seed"] < 2**32:  # the range of the run's own seed
+        raise ConfigError(f"seed={args['seed']} is not valid: expected an integer from 0 to {2**32 - 1}")
+    if not str(args["out_dir"]).strip():
+        raise ConfigError("out_dir='' is not valid: expected a folder path")
     return args

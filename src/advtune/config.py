@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from advtune.errors import ConfigError
+
 __all__ = ["ConfigError", "compose_config", "check_targets", "check_value_types", "config_differences",
            "ALLOWED_TARGET_PREFIXES", "CONFIG_DIR", "RESUMABLE_CHANGES"]
 
@@ -29,10 +31,6 @@ RESUMABLE_CHANGES = (
     "trainer.limit_val_batches", "trainer.num_sanity_val_steps", "output_dir", "ckpt_path", "resume", "run_name",
     "checkpoint_every", "keep_checkpoints", "monitor", "validation_prompts", "logger",
 )
-
-
-class ConfigError(ValueError):
-    """A config problem, reported to the user as one line."""
 
 
 def _choices(group: str) -> list[str]:
@@ -112,7 +110,13 @@ def check_targets(cfg: Any, extra_prefixes: tuple[str, ...] = (), trust_config_p
     """
     prefixes = ALLOWED_TARGET_PREFIXES + tuple(extra_prefixes)
     if trust_config_prefixes and isinstance(cfg, DictConfig) and "allowed_target_prefixes" in cfg:
-        prefixes += tuple(cfg.allowed_target_prefixes or ())
+        extra = cfg.allowed_target_prefixes
+        extra = [] if extra is None else OmegaConf.to_container(extra) if isinstance(extra, ListConfig) else extra
+        if not isinstance(extra, list) or not all(isinstance(p, str) and p.strip(".") for p in extra):
+            # a string would allow every module starting with one of its letters, "" every module
+            raise ConfigError(f"allowed_target_prefixes={extra!r} is not valid: expected a list of module "
+                              "prefixes, e.g. [my_pkg.]")
+        prefixes += tuple(extra)
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
@@ -136,19 +140,39 @@ def _accepts(annotation: Any) -> tuple[Callable[[Any], bool], str] | None:
         return (lambda v: isinstance(v, bool)), "true/false"
     if annotation is int:
         return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
-    if annotation is float:
-        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if annotation is float:  # NaN is not a number any setting can use
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v), "a number"
     if annotation is type(None):
         return (lambda v: v is None), "null"
     if origin is typing.Literal and all(isinstance(a, (str, int, float, bool)) for a in args):
         names = {str(a) for a in args}
         return (lambda v: str(v) in names), f"one of {', '.join(sorted(names))}"
     if origin in (typing.Union, types.UnionType):
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if len(literals) > 1:  # Literal[1, 2] | Literal["a"]: one list of names
+            args = (typing.Literal[tuple(v for lit in literals for v in typing.get_args(lit))],
+                    *(a for a in args if a not in literals))
         parts = [_accepts(a) for a in args]
         if any(part is None for part in parts):
             return None  # a member we do not check (str, list, a class): accept anything
         return (lambda v: any(check(v) for check, _ in parts)), " or ".join(text for _, text in parts)
     return None
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters' annotations, evaluated; one by one when some name a type imported only for type
+    checkers (a return type ``"FluxTransformer2DModel"``), leaving out those that cannot be evaluated."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - fall back to the annotations that do evaluate
+        pass
+    hints = {}
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, getattr(function, "__globals__", {})) if isinstance(annotation, str) else annotation
+        except Exception:  # noqa: BLE001 - a name only imported under TYPE_CHECKING
+            continue
+    return hints
 
 
 def check_value_types(values: dict[str, Any], target: Callable[..., Any], where: str) -> None:
@@ -157,11 +181,7 @@ def check_value_types(values: dict[str, Any], target: Callable[..., Any], where:
     Only scalar annotations (int, float, bool, Literal, Optional/Union of those) are checked;
     anything else, or a target whose annotations cannot be resolved, is left to the target.
     """
-    function = target.__init__ if isinstance(target, type) else target
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # noqa: BLE001 - annotations naming types only imported for type checkers
-        return
+    hints = _type_hints(target.__init__ if isinstance(target, type) else target)
     for key, value in values.items():
         if key.startswith("_") or key not in hints or value is None or isinstance(value, (dict, list)):
             continue  # null: a placeholder the code fills in (a _partial_ node), or the target's default

@@ -49,6 +49,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from advtune.checks import check_choice, check_flag, check_integer, check_number
+
 __all__ = ["HealthMonitor", "STATUS_WORDS", "fake_diversity"]
 
 STATUS_WORDS = ("warm-up", "ok", "D winning", "G collapsing", "diverging")
@@ -111,13 +113,15 @@ class HealthMonitor(L.Callback):
     def __init__(self, output_dir: str | Path | None = None, warmup_checks: int = 10, patience: int = 5,
                  smoothing: float = 0.6, d_winning_accuracy: float = 0.95, collapse_diversity: float = 0.25,
                  collapse_reference: str | None = "real", diverging_logit: float = 50.0, plot: bool = True) -> None:
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"monitor.smoothing must be in [0, 1), got {smoothing}")
-        if warmup_checks < 0 or patience < 1:
-            raise ValueError(f"monitor.warmup_checks must be >= 0 and patience >= 1, got {warmup_checks}, {patience}")
-        if collapse_reference is not None and collapse_reference not in _REFERENCES:
-            raise ValueError(f"monitor.collapse_reference must be one of {', '.join(_REFERENCES)} or null, "
-                             f"got {collapse_reference!r}")
+        check_integer("monitor.warmup_checks", warmup_checks, minimum=0)
+        check_integer("monitor.patience", patience, minimum=1)
+        check_number("monitor.smoothing", smoothing, minimum=0.0, below=1.0)
+        check_number("monitor.d_winning_accuracy", d_winning_accuracy, above=0.0, maximum=1.0)
+        check_number("monitor.collapse_diversity", collapse_diversity, minimum=0.0)
+        check_number("monitor.diverging_logit", diverging_logit, above=0.0, allow_infinite=True)  # inf: never
+        check_flag("monitor.plot", plot)
+        if collapse_reference is not None:
+            check_choice("monitor.collapse_reference", collapse_reference, _REFERENCES)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.warmup_checks, self.patience, self.smoothing = int(warmup_checks), int(patience), float(smoothing)
         self.thresholds = {"d_winning_accuracy": float(d_winning_accuracy), "collapse_diversity": float(collapse_diversity),

@@ -154,7 +154,7 @@ def apply_profile(cfg: Any, overrides: Sequence[str], groups: Callable[[str], bo
     """
     from omegaconf import OmegaConf
 
-    from advtune.config import ConfigError
+    from advtune.errors import ConfigError
 
     requested = str(cfg.get("profile") or "none")  # null: a composed config's "no profile"
     if requested not in ("auto", "none", *PROFILE_NAMES):

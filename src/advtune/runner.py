@@ -1,14 +1,17 @@
-"""What the CLI commands do: build the objects of a config, train, sample, export, validate.
+"""What the CLI commands do: prepare a run, train it, sample, export, validate.
 
-``build`` is the only place a config becomes objects; ``train(cfg)`` is also the Python entry
-point (the demo and the tests call it). Everything a user can get wrong is checked before the
-first step and reported as one line (:data:`USER_ERRORS`): value types, the output folder, the
-checkpoint to resume and its config, the data files, the discriminator's output contract.
+``prepare_run`` is the one path from a config to a ``Trainer`` ready to ``fit``: ``advtune train``
+runs it and fits, ``advtune validate-config`` runs it with ``dry_run=True`` and stops right before
+``fit``, so a config it passes never fails at ``train`` for a reason it could have checked. Everything
+a user can get wrong is checked there and reported as one line (:data:`USER_ERRORS`): value types
+and ranges, the output folder, the checkpoint to resume and its config, the optimizers on the
+module's parameters, the data files and loaders, the callbacks, the Trainer's arguments (Lightning
+validates them when the ``Trainer`` is constructed); the discriminator's output contract is checked
+on the first batch. ``train(cfg)`` is also the Python entry point (the demo and the tests call it).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ from typing import Any
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from advtune.config import ConfigError, check_targets, check_value_types, compose_config
+from advtune.building import Built, build, check_config_types, check_optimizers, set_up_data, value_source
+from advtune.config import ConfigError, check_targets, compose_config
 from advtune.training.arguments import trainer_arguments
 from advtune.training.checkpoint_io import CheckpointError
 
@@ -25,136 +29,68 @@ from advtune.training.checkpoint_io import CheckpointError
 # arguments it refuses (an accelerator this machine lacks...).
 USER_ERRORS = (ConfigError, CheckpointError, MisconfigurationException, FloatingPointError)
 
-__all__ = ["Built", "build", "train", "run_command", "ConfigError", "load_run", "check_config_types", "USER_ERRORS"]
+__all__ = ["Built", "PreparedRun", "build", "prepare_run", "train", "run_command", "ConfigError", "load_run",
+           "check_config_types", "USER_ERRORS"]
 
 
 @dataclass
-class Built:
-    """Everything a config describes, ready for ``Trainer.fit``."""
+class PreparedRun:
+    """A run ready for ``trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)``."""
 
+    output_dir: Path
     module: Any
     datamodule: Any
+    trainer: Any
+    callbacks: list[Any]
+    start: Any  # the ResumePoint to continue from, or None for a new run
+
+    @property
+    def resume_path(self) -> str | None:
+        return str(self.start.path) if self.start is not None else None
 
 
-def build(cfg: DictConfig, with_data: bool = True) -> Built:
-    """Instantiate task, discriminator, calculator, schedule and module (and data) from ``cfg``."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-    from omegaconf.errors import OmegaConfBaseException
+def prepare_run(cfg: DictConfig, dry_run: bool = False) -> PreparedRun:
+    """Check ``cfg`` and build everything ``train`` fits: module, optimizers, data, callbacks, Trainer.
 
-    def make(node: Any, name: str) -> Any:
-        try:
-            return instantiate(node)
-        except (InstantiationException, OmegaConfBaseException) as err:
-            cause = err.__cause__ or err
-            raise ConfigError(f"cannot build '{name}' ({node.get('_target_')}): {str(cause).splitlines()[0]}") from None
-
-    check_config_types(cfg)
-    task = make(cfg.task, "task")
-    use_adversarial = bool(cfg.module.get("use_adversarial", True))
-    discriminator = None
-    if use_adversarial:
-        if cfg.get("discriminator") is None:
-            raise ConfigError("discriminator must be provided when adversarial training is enabled "
-                              "(pick one with discriminator=NAME, or set module.use_adversarial=false)")
-        discriminator = make(cfg.discriminator, "discriminator")
-        if isinstance(discriminator, functools.partial):
-            discriminator = discriminator(**task.discriminator_kwargs())
-    module_node = OmegaConf.create(OmegaConf.to_container(cfg.module, resolve=True))
-    module_node["_partial_"] = True
-    factory = make(module_node, "module")
-    out = Path(cfg.output_dir)
-    module = factory(task=task, discriminator=discriminator, calculator=make(cfg.adversarial, "adversarial"),
-                     schedule=make(cfg.schedule, "schedule"), sample_dir=out / "samples")
-    module.run_config = OmegaConf.to_yaml(cfg)
-    _initialise_players(cfg, module)
-    return Built(module, make(cfg.data, "data") if with_data else None)
-
-
-def check_config_types(node: Any, path: str = "") -> None:
-    """Check the values of every ``_target_`` node under ``node`` against its parameters' annotations."""
-    from hydra.utils import get_object
-
-    if isinstance(node, DictConfig):
-        target = node.get("_target_")
-        if target is not None:
-            try:
-                obj = get_object(str(target))
-            except Exception:  # noqa: BLE001 - a target that cannot be imported is reported by instantiate
-                obj = None
-            if obj is not None:
-                values = OmegaConf.to_container(node, resolve=True)
-                check_value_types({k: v for k, v in values.items() if not isinstance(v, dict)}, obj, path)
-        for key, value in node.items():
-            if isinstance(value, DictConfig):
-                check_config_types(value, f"{path}.{key}" if path else str(key))
-
-
-def _initialise_players(cfg: DictConfig, module: Any) -> None:
-    if cfg.get("init_discriminator"):
-        from safetensors.torch import load_file
-
-        path = Path(cfg.init_discriminator)
-        if not path.is_file():
-            raise ConfigError(f"init_discriminator: no file at {path}")
-        try:
-            module.discriminator.load_state_dict(load_file(str(path)))
-        except Exception as err:  # noqa: BLE001 - shape/key mismatch or corrupt file, reported in one line
-            raise ConfigError(f"init_discriminator {path} does not fit the configured discriminator: "
-                              f"{str(err).splitlines()[0]}") from None
-    if cfg.get("init_generator"):
-        from advtune.io import load_model
-
-        generator = getattr(module.task, "generator", None)
-        if generator is None:
-            raise ConfigError(f"init_generator: task {type(module.task).__name__} has no `generator` to initialise")
-        generator.load_state_dict(load_model(cfg.init_generator).state_dict())
-
-
-def _set_up_data(datamodule: Any) -> None:
-    """Run the data module's ``setup`` now (Lightning's later call finds it done): missing folders
-    and unreadable files are reported before the Trainer starts."""
-    try:
-        datamodule.setup("fit")
-    except ConfigError:
-        raise
-    except (ValueError, OSError) as error:
-        raise ConfigError(f"data ({type(datamodule).__name__}): {str(error).splitlines()[0]}") from None
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train as ``cfg`` says; return the final logged metrics.
-
-    A new ``output_dir`` starts a run; one holding a run continues it (``resume=auto``) or is refused
-    (``resume=never``). The run ends with a validation at its last step, ``checkpoints/last.ckpt``,
-    and what ships exported into ``output_dir`` (rank 0).
+    ``dry_run``: write nothing (``validate-config``): ``output_dir`` is checked, not created, stale
+    temporaries stay, ``config.yaml`` is not written.
     """
-    from advtune.console import closing_lines, quiet_dependencies
+    try:
+        return _prepare(cfg, dry_run)
+    except ConfigError as error:  # a key set through another (``${disc_lr}``): name that one too
+        raise ConfigError(value_source(cfg, str(error))) from None
 
-    quiet_dependencies()
+
+def _prepare(cfg: DictConfig, dry_run: bool) -> PreparedRun:
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
 
     from advtune.training import SafeCheckpointIO, TwoPlayerMixedPrecision
-    from advtune.training.callbacks import FinalValidation, default_callbacks
-    from advtune.training.checkpoint_io import prune_periodic_checkpoints, remove_stale_temporaries
-    from advtune.training.loggers import finish_trackers, logging_step_of, run_loggers
-    from advtune.training.release import remove_stale_staging, write_release
-    from advtune.training.resume import find_resume_point, prepare_output_dir
-    from advtune.training.strategies import gathered_weights
+    from advtune.training.callbacks import default_callbacks
+    from advtune.training.checkpoint_io import remove_stale_temporaries
+    from advtune.training.loggers import logging_step_of, run_loggers
+    from advtune.training.release import remove_stale_staging
+    from advtune.training.resume import check_output_dir, find_resume_point, prepare_output_dir
 
+    check_targets(cfg)  # also for a config not made by compose_config (train(cfg) from Python)
     trainer_kwargs = trainer_arguments(cfg)
     check_config_types(cfg)
     out = Path(cfg.output_dir)
-    prepare_output_dir(out)
+    if dry_run:
+        check_output_dir(out)
+    else:
+        prepare_output_dir(out)
     start = find_resume_point(cfg, out)
-    if rank_zero_only.rank == 0:
+    writes = rank_zero_only.rank == 0 and not dry_run
+    if writes:
         remove_stale_temporaries(out / "checkpoints")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    built = build(cfg)
+    built = build(cfg, check_types=False)  # checked above
     module = built.module
+    check_optimizers(cfg, module)
     if rank_zero_only.rank == 0:  # other ranks: Lightning's setup, after rank 0's prepare_data built any cache
-        _set_up_data(built.datamodule)
+        set_up_data(built.datamodule, cfg.data)
+    if writes:
         remove_stale_staging(out, getattr(module.task, "export_subdir", "export"))
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     if trainer_kwargs.get("strategy") == "fsdp":  # Lightning's own refuses CPU and cannot shard the two-player step
@@ -173,16 +109,46 @@ def train(cfg: DictConfig) -> dict[str, float]:
         note = f"resuming {start.path} at generator update {start.step}"
         if start.step >= trainer_kwargs.get("max_steps", -1) > 0:
             note += f" (max_steps={trainer_kwargs['max_steps']} already reached: nothing left to train)"
-    callbacks = default_callbacks(cfg, module, out, note=note)
-    trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(out), callbacks=callbacks, plugins=plugins,
-                        logger=run_loggers(out, logging_step_of(start.checkpoint if start else None), cfg),
-                        use_distributed_sampler=False)  # advtune's loaders split data across ranks (resumable order)
-    trainer.fit(module, datamodule=built.datamodule, ckpt_path=str(start.path) if start else None)
+    try:
+        callbacks = default_callbacks(cfg, module, out, note=note)
+    except TypeError as error:  # a key HealthMonitor does not take (values were checked above)
+        raise ConfigError(f"monitor: {str(error).splitlines()[0]}") from None
+    try:
+        trainer = L.Trainer(**trainer_kwargs, default_root_dir=str(out), callbacks=callbacks, plugins=plugins,
+                            logger=run_loggers(out, logging_step_of(start.checkpoint if start else None), cfg),
+                            use_distributed_sampler=False)  # advtune's loaders split data across ranks (resumable order)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        shown = ", ".join(f"{k}={trainer_kwargs[k]}" for k in ("accelerator", "devices", "strategy", "num_nodes",
+                                                                 "precision") if k in trainer_kwargs)
+        raise ConfigError(f"trainer: Lightning refuses these arguments ({shown}): "
+                          f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    return PreparedRun(out, module, built.datamodule, trainer, callbacks, start)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as ``cfg`` says; return the final logged metrics.
+
+    A new ``output_dir`` starts a run; one holding a run continues it (``resume=auto``) or is refused
+    (``resume=never``). The run ends with a validation at its last step, ``checkpoints/last.ckpt``,
+    and what ships exported into ``output_dir`` (rank 0).
+    """
+    from advtune.console import closing_lines, quiet_dependencies
+
+    quiet_dependencies()
+    from advtune.training.callbacks import FinalValidation
+    from advtune.training.checkpoint_io import prune_periodic_checkpoints
+    from advtune.training.loggers import finish_trackers
+    from advtune.training.release import write_release
+    from advtune.training.strategies import gathered_weights
+
+    run = prepare_run(cfg)
+    trainer, module, out = run.trainer, run.module, run.output_dir
+    trainer.fit(module, datamodule=run.datamodule, ckpt_path=run.resume_path)
     # ModelCheckpoint saves `last` only with its periodic checkpoints; the end state must be there too.
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # full state: resumable
-    final = next(c for c in callbacks if isinstance(c, FinalValidation))
+    final = next(c for c in run.callbacks if isinstance(c, FinalValidation))
     if final.needs_validation(trainer) and trainer.enable_validation:
-        trainer.validate(module, datamodule=built.datamodule, verbose=False)
+        trainer.validate(module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     with gathered_weights(module):  # FSDP: every rank takes part in gathering what rank 0 writes
         if trainer.is_global_zero:
@@ -223,16 +189,14 @@ def run_command(command: str, overrides: list[str]) -> None:
         train(compose_config(overrides))
     elif command == "validate-config":
         cfg = compose_config(overrides)
-        trainer_kwargs = trainer_arguments(cfg)
-        module = build(cfg).module
-        if trainer_kwargs.get("strategy") == "fsdp":
-            from advtune.training.strategies import check_fsdp_support
-
-            check_fsdp_support(module, trainer_kwargs.get("precision"))
-        print(f"ok: config composes and every object builds (output_dir={cfg.output_dir})")
+        run = prepare_run(cfg, dry_run=True)
+        resumes = f"; resumes {run.start.path} at generator update {run.start.step}" if run.start else ""
+        print(f"ok: every object of the run builds and the Trainer accepts its arguments "
+              f"(output_dir={run.output_dir}{resumes})")
         from advtune.flux_estimate import estimate_lines  # a FLUX.1 adapter job: will it fit the card?
 
-        for line in estimate_lines(cfg, sum(p.numel() for p in module.task.trainable_parameters())):
+        trainable = sum(p.numel() for p in run.module.task.trainable_parameters())
+        for line in estimate_lines(cfg, trainable):
             print(line)
     elif command == "sample":
         _sample(parse_simple_args(command, overrides))

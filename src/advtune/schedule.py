@@ -113,8 +113,9 @@ class PhaseSchedule:
             ("adversarial_start_step", adversarial_start_step),
             ("adversarial_ramp_steps", adversarial_ramp_steps),
             ("base_anneal_steps", base_anneal_steps),
+            ("base_weight_final", base_weight_final),
         ):
-            if int(value) < 0:
+            if value < 0:
                 raise ValueError(f"schedule.{name} must be >= 0, got {value}")
         if discriminator_steps_mode not in _D_MODES:
             raise ValueError(f"schedule.discriminator_steps_mode must be one of {_D_MODES}, got {discriminator_steps_mode!r}")

@@ -35,11 +35,11 @@ def test_rampup_is_stylegan_ema_rampup():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"decay": 1.0}, "module.ema_decay must be in [0, 1) or null, got 1.0"),
-    ({"decay": 1.5}, "module.ema_decay must be in [0, 1) or null, got 1.5"),
-    ({"decay": -0.1}, "module.ema_decay must be in [0, 1) or null, got -0.1"),
-    ({"decay": float("nan")}, "module.ema_decay must be in [0, 1) or null, got nan"),
-    ({"decay": 0.9, "rampup": -0.05}, "module.ema_rampup must be >= 0 or null, got -0.05"),
+    ({"decay": 1.0}, "module.ema_decay=1.0 is not valid: expected a number in [0, 1)"),
+    ({"decay": 1.5}, "module.ema_decay=1.5 is not valid: expected a number in [0, 1)"),
+    ({"decay": -0.1}, "module.ema_decay=-0.1 is not valid: expected a number in [0, 1)"),
+    ({"decay": float("nan")}, "module.ema_decay=nan is not valid: expected a number in [0, 1)"),
+    ({"decay": 0.9, "rampup": -0.05}, "module.ema_rampup=-0.05 is not valid: expected a number >= 0 or null"),
 ])
 def test_bad_decay_or_rampup_is_one_clear_value_error(kwargs, message):
     with pytest.raises(ValueError) as error:
@@ -67,7 +67,7 @@ def test_cli_refuses_a_decay_above_one_in_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err + captured.out
     assert [line for line in captured.err.splitlines() if line.startswith("error:")] == [
-        "error: module.ema_decay must be in [0, 1) or null, got 1.5"]
+        "error: module.ema_decay=1.5 is not valid: expected a number in [0, 1) or null"]
 
 
 def test_swap_restores_the_live_weights_bit_for_bit():

@@ -8,7 +8,6 @@ down (or duplicated) to the configured channels, resampled with a polyphase filt
 
 from __future__ import annotations
 
-from math import gcd
 from pathlib import Path
 from typing import Sequence
 
@@ -17,26 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from advtune.checks import check_loader_settings
 from advtune.data.audio_synthetic import SyntheticAudioDataset
 from advtune.data.loader import ResumableDataLoader
+from advtune.data.resampling import resample
 from advtune.data.scan import scan_files
 
 __all__ = ["resample", "AudioFolderDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "check_audio_file"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
-
-
-def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Polyphase resampling of ``(C, T)`` from ``orig_rate`` to ``target_rate`` Hz, float32."""
-    if orig_rate <= 0 or target_rate <= 0:
-        raise ValueError(f"resample: rates must be positive, got {orig_rate} -> {target_rate}")
-    if orig_rate == target_rate:
-        return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly  # lazy: scipy.signal takes ~0.3 s to import
-
-    common = gcd(int(orig_rate), int(target_rate))
-    out = resample_poly(audio, int(target_rate) // common, int(orig_rate) // common, axis=-1)
-    return out.astype(np.float32)
 
 
 def _match_channels(audio: np.ndarray, channels: int, path: Path) -> np.ndarray:
@@ -143,6 +131,7 @@ class AudioDataModule(lightning.LightningDataModule):
                  num_val_clips: int = 16, include_speech: bool = True, seed: int = 0,
                  skip_bad_files: bool = False) -> None:
         super().__init__()
+        check_loader_settings("data", batch_size, num_workers, seed)
         if channels not in (1, 2):
             raise ValueError(f"data.channels must be 1 or 2, got {channels}")
         if segment_seconds <= 0 or sample_rate <= 0 or batch_size < 1:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from advtune.data.resampling import resample
+
 __all__ = ["synthesize_clip", "espeak_available", "espeak_clip", "SyntheticAudioDataset"]
 
 _KINDS = ("tone", "chord", "chirp", "noise_burst")
@@ -93,8 +95,6 @@ def espeak_available() -> bool:
 def espeak_clip(text: str, sample_rate: int) -> np.ndarray:
     """Speak ``text`` with ``espeak-ng``; mono float32 ``(1, T)`` at ``sample_rate``."""
     import soundfile
-
-    from advtune.data.audio import resample
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "speech.wav"

@@ -103,6 +103,8 @@ def patch_coordinates(
     """
     if split not in ("train", "val"):
         raise ValueError(f"patch_coordinates: split must be 'train' or 'val', got {split!r}")
+    if patch_size < 1:
+        raise ValueError(f"data.patch_size must be >= 1, got {patch_size}")
     if not 0.0 < val_fraction < 1.0 or num_patches < 1:
         raise ValueError(f"patch_coordinates: need 0 < val_fraction < 1 and num_patches >= 1, got "
                          f"{val_fraction}, {num_patches}")

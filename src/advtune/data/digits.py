@@ -12,6 +12,7 @@ digits and adapts it to held-out ones, and compares both on the same validation 
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import lightning
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from advtune.checks import check_loader_settings
 from advtune.data.loader import ResumableDataLoader
 
 __all__ = ["load_digits_images", "DigitsDataset", "DigitsDataModule"]
@@ -48,6 +50,18 @@ def _check_digits(digits: Sequence[int] | None) -> list[int] | None:
     return digits
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, parsed once per process (its CSV parse takes ~60 ms); read-only arrays."""
+    from sklearn.datasets import load_digits  # lazy: sklearn takes a second to import
+
+    bunch = load_digits()
+    pixels, labels = np.asarray(bunch.images, dtype=np.float32), np.asarray(bunch.target, dtype=np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
+
+
 def load_digits_images(
     split: str = "all",
     seed: int = 0,
@@ -71,11 +85,7 @@ def load_digits_images(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     digits = _check_digits(digits)
 
-    from sklearn.datasets import load_digits  # lazy: sklearn takes a second to import
-
-    bunch = load_digits()
-    pixels = np.asarray(bunch.images, dtype=np.float32)  # (1797, 8, 8), values 0..16
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    pixels, labels = _digits_arrays()  # (1797, 8, 8) values 0..16, (1797,); read-only
 
     keep = np.ones(len(labels), dtype=bool)
     if split != "all":
@@ -130,8 +140,7 @@ class DigitsDataModule(lightning.LightningDataModule):
         upscale_mode: str = "nearest",
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_loader_settings("data", batch_size, num_workers, seed)
         if int(upscale) != upscale or upscale < 1:
             raise ValueError(f"upscale must be an integer >= 1, got {upscale}")
         if upscale_mode not in _UPSCALE_MODES:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from advtune.checks import check_loader_settings
 from advtune.config import ConfigError
 from advtune.data.buckets import BucketBatchLoader, assign_bucket, bucket_batches, bucket_sizes
 from advtune.data.codecs import AutoencoderKLCodec
@@ -117,6 +118,7 @@ class CaptionedImageFolderDataModule(lightning.LightningDataModule):
         vae_channels = json.loads((self.snapshot / "vae" / "config.json").read_text()).get("latent_channels")
         if vae_channels != latent_channels:
             raise ConfigError(f"data.latent_channels={latent_channels} but {self.snapshot / 'vae'} makes {vae_channels}-channel latents")
+        check_loader_settings("data", batch_size, num_workers, seed)
         if not 0.0 <= val_fraction < 1.0 or batch_size < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1) and batch_size >= 1, got {val_fraction}, {batch_size}")
         self.resolution, self.instance_prompt = int(resolution), instance_prompt

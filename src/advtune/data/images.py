@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from advtune.checks import check_loader_settings
 from advtune.data.bundled_images import (
     BUNDLED_IMAGES,
     CONTENT_IMAGES,
@@ -72,9 +73,8 @@ def _patches(images: list[Tensor], patch_size: int, split: str, count: int,
     return PatchDataset(images, patch_coordinates(sizes, patch_size, split, count, val_fraction, seed), patch_size)
 
 
-def _loader_kwargs(batch_size: int, num_workers: int) -> dict:
-    if batch_size < 1 or num_workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+def _loader_kwargs(batch_size: int, num_workers: int, seed: int) -> dict:
+    check_loader_settings("data", batch_size, num_workers, seed)
     return {"batch_size": int(batch_size), "num_workers": int(num_workers)}
 
 
@@ -116,7 +116,7 @@ class ImagePatchDataModule(_SplitDataModule):
                  batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.images = _check_names(images, CONTENT_IMAGES, "ImagePatchDataModule")
-        self.loader_kwargs = _loader_kwargs(batch_size, num_workers)
+        self.loader_kwargs = _loader_kwargs(batch_size, num_workers, seed)
         self.batch_size = int(batch_size)
         self.patch_size, self.short_side, self.seed = int(patch_size), int(short_side), int(seed)
         self.counts = {"train": int(patches_per_image), "val": int(val_patches_per_image)}
@@ -157,7 +157,7 @@ class StyleTransferDataModule(_SplitDataModule):
         super().__init__()
         self.content_images = _check_names(content_images, CONTENT_IMAGES, "StyleTransferDataModule")
         self.style_images = _check_names(style_images, STYLE_IMAGES, "StyleTransferDataModule")
-        self.loader_kwargs = _loader_kwargs(batch_size, num_workers)
+        self.loader_kwargs = _loader_kwargs(batch_size, num_workers, seed)
         self.batch_size = int(batch_size)
         self.patch_size, self.seed = int(patch_size), int(seed)
         self.short_sides = {"content": int(content_short_side), "style": int(style_short_side)}

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from advtune.data.codecs import AutoencoderKLCodec, IdentityCodec
+from advtune.checks import check_loader_settings
 
 __all__ = [
     "IdentityCodec",
@@ -55,8 +56,7 @@ class _LatentDataModule(lightning.LightningDataModule):
 
     def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_loader_settings("data", batch_size, num_workers, seed)
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from advtune.checks import check_loader_settings
 from advtune.data.audio import AUDIO_EXTENSIONS, resample
 from advtune.data.loader import ResumableDataLoader
 from advtune.data.scan import scan_files
@@ -102,6 +103,7 @@ class SpeechDataModule(lightning.LightningDataModule):
                  val_batch_size: int = 8, crops_per_clip: int = 8, num_workers: int = 0,
                  seed: int = 0, skip_bad_files: bool = False) -> None:
         super().__init__()
+        check_loader_settings("data", batch_size, num_workers, seed)
         if min(sample_rate, segment_seconds, val_seconds, batch_size, val_batch_size,
                crops_per_clip) <= 0:
             raise ValueError("data: sample_rate, segment_seconds, val_seconds, batch_size, "

@@ -93,6 +93,10 @@ class FluxTransformer2DDiscriminator(nn.Module):
         one ``(B, 1, H/2, W/2)`` logits map per chosen block, features ``[projected, hidden]`` per head.
     """
 
+    # Read by trainer.strategy=fsdp (advtune.training.strategies): why this D cannot run sharded.
+    fsdp_unsupported_reason = ("discriminator=flux_features runs the transformer with adapters off and stops it "
+                               "mid-forward, which FSDP's wrapped forward does not allow; use discriminator=latent")
+
     def __init__(
         self,
         transformer: nn.Module,

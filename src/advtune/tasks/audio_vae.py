@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from advtune.checks import check_integer, check_number
 from advtune.losses.reconstruction import (
     kl_divergence,
     l1_waveform_loss,
@@ -94,6 +95,8 @@ class AudioVAETask(AdversarialTask):
                              ("kl_weight", kl_weight), ("mel_weight", mel_weight)):
             if weight < 0:
                 raise ValueError(f"task.{name} must be >= 0, got {weight}")
+        check_integer("task.sample_rate", sample_rate, minimum=1)
+        check_number("task.sample_seconds", sample_seconds, above=0.0)
         self.vae = vae
         self.vae.encoder_frozen = bool(encoder_frozen) or vae.encoder_frozen
         self.sample_rate = int(sample_rate)

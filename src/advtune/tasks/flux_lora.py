@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advtune.tasks.base import AdversarialTask, TaskOutput
+from advtune.tasks.flux_arguments import check_flux_task_arguments
 from advtune.tasks.flow_matching import euler_sample, interpolate, one_step_estimate, sample_timesteps
 from advtune.tasks.flux_validation import digits_validation, flux_schedule_shift, render_prompt_grid
 
@@ -143,6 +144,7 @@ class FluxLoRATask(AdversarialTask):
         if quantize is not None and adapter_type == "none":
             raise ValueError("FluxLoRATask: task.quantize freezes the base in 8 bits; full fine-tuning "
                              "(adapter_type=none) cannot train it, use an adapter or quantize=null")
+        check_flux_task_arguments(locals())  # one line naming the task.* key of a value that makes no sense
         if transformer is None:
             transformer = load_flux_base(snapshot, pretrained_path, pretrained_subfolder, transformer_config,
                                          base_dtype, quantize, gradient_checkpointing)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advtune.checks import check_integer
 from advtune.tasks.base import AdversarialTask, TaskOutput
 
 __all__ = ["DigitsGANTask"]
@@ -50,6 +51,8 @@ class DigitsGANTask(AdversarialTask):
             raise ValueError(f"DigitsGANTask: latent_dim must be >= 1, got {latent_dim}")
         if num_val_samples < 2:
             raise ValueError(f"DigitsGANTask: num_val_samples must be >= 2, got {num_val_samples}")
+        check_integer("task.grid_size", grid_size, minimum=0)  # 0: no grid
+        check_integer("task.sample_seed", sample_seed, minimum=0, maximum=2**32 - 1)
         self.generator = generator
         self.latent_dim = int(latent_dim)
         self.num_val_samples = int(num_val_samples)

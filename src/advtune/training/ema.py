@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advtune.config import ConfigError
+from advtune.checks import check_number
 
 __all__ = ["GeneratorEMA"]
 
@@ -43,10 +43,8 @@ class GeneratorEMA(nn.Module):
 
     def __init__(self, decay: float, rampup: float | None = None) -> None:
         super().__init__()
-        if not 0.0 <= decay < 1.0:  # NaN too
-            raise ConfigError(f"module.ema_decay must be in [0, 1) or null, got {decay}")
-        if rampup is not None and not rampup >= 0:
-            raise ConfigError(f"module.ema_rampup must be >= 0 or null, got {rampup}")
+        check_number("module.ema_decay", decay, minimum=0.0, below=1.0)  # NaN too
+        check_number("module.ema_rampup", rampup, minimum=0.0, allow_none=True)
         self.decay = float(decay)
         self.rampup = None if rampup is None else float(rampup)
         self.half_life = math.log(0.5) / math.log(self.decay) if self.decay > 0 else 0.0

@@ -36,6 +36,7 @@ from advtune.schedule import Phase, PhaseSchedule, StepPlan
 from advtune.tasks.base import AdversarialTask, TaskOutput
 from advtune.training.bookkeeping import RunBookkeeping, training_log
 from advtune.training.ema import GeneratorEMA
+from advtune.training.module_arguments import check_module_arguments
 from advtune.training.nonfinite import NonFiniteGuard
 from advtune.training.optimization import OptimizerFactory, PlayerOptimization, SchedulerFactory, frozen
 
@@ -94,6 +95,7 @@ class AdversarialModule(PlayerOptimization, RunBookkeeping, L.LightningModule):
         ema_rampup: float | None = None,
         sample_dir: str | Path | None = None,
     ) -> None:
+        check_module_arguments(locals())  # a value that makes no sense: one line naming its module.* key
         super().__init__()
         if use_adversarial and discriminator is None:
             raise ValueError("discriminator must be provided when adversarial training is enabled")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from advtune.config import ConfigError, config_differences
 from advtune.training.checkpoint_io import CheckpointError, load_checkpoint_file, newest_checkpoint
 
-__all__ = ["ResumePoint", "prepare_output_dir", "find_resume_point", "RESUME_CHOICES"]
+__all__ = ["ResumePoint", "prepare_output_dir", "check_output_dir", "find_resume_point", "RESUME_CHOICES"]
 
 RESUME_CHOICES = ("auto", "never")
 _SHOWN_CHANGES = 4
@@ -47,6 +47,17 @@ def prepare_output_dir(out: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ConfigError(f"output_dir {out} is not writable: {error.strerror or error}") from None
+
+
+def check_output_dir(out: Path) -> None:
+    """What :func:`prepare_output_dir` proves by writing, checked without writing (``validate-config``)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir {out} is not writable: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {out} is not writable: no permission to write into {existing}")
 
 
 def find_resume_point(cfg: DictConfig, out: Path) -> ResumePoint | None:

@@ -15,6 +15,8 @@ Why a subclass of Lightning's ``FSDPStrategy``:
 - Lightning refuses FSDP without a GPU (a check on the string ``"fsdp"`` and the exact class) and
   passes no device to torch's FSDP for CPU, which then refuses. Here the root device is passed, and
   state dicts are not "offloaded to CPU" on CPU (that frees the storage it copies from).
+- A discriminator that cannot run sharded says why in its ``fsdp_unsupported_reason`` attribute
+  (the Flux feature D, which runs the generator's transformer with adapters off); none is imported here.
 - Checkpoints are full state dicts: every rank takes part in gathering, rank 0 writes one file
   through :class:`~advtune.training.SafeCheckpointIO`, and resuming reads it back through the same
   CheckpointIO (``weights_only``; Lightning's FSDP loader unpickles without it).
@@ -63,12 +65,10 @@ def _task_problems(task: Any) -> list[str]:
 
 
 def _engine_problems(module: Any) -> list[str]:
-    from advtune.discriminators.flux import FluxTransformer2DDiscriminator
-
     problems = []
-    if isinstance(module.discriminator, FluxTransformer2DDiscriminator):
-        problems.append("discriminator=flux_features runs the transformer with adapters off and stops it mid-forward, "
-                        "which FSDP's wrapped forward does not allow; use discriminator=latent")
+    reason = getattr(module.discriminator, "fsdp_unsupported_reason", None)  # the D says what FSDP cannot do
+    if reason:
+        problems.append(reason)
     if module.ema is not None:
         problems.append("module.ema_decay: each rank would average only its shard and checkpoints keep rank 0's; "
                         "set module.ema_decay=null")
