@@ -186,6 +186,7 @@ def test_a_truncated_wandb_log_yields_the_records_before_the_cut(tmp_path, no_wa
     for step in range(50):
         run.log({"x": float(step)}, step=step)
     run.finish()
+    wandb.teardown()  # the service process closes the file: under load finish() returned before its last write
     path = wandb_history.run_files(tmp_path / "wandb", run.id)[0]
     full = [row["x"] for row in wandb_history.history_rows(path)]
     assert full == [float(s) for s in range(50)]
