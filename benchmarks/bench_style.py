@@ -28,9 +28,11 @@ import subprocess
 import sys
 import time
 
+from omegaconf import open_dict
+
 BEFORE = {
     "vqgan": ["data.patch_size=32", "data.short_side=128", "data.batch_size=16", "discriminator.n_layers=2",
-              "task.autoencoder.dead_code_threshold=0"],
+              "task.autoencoder.num_codes=128", "task.autoencoder.dead_code_threshold=0", "trainer.max_steps=1500"],
     "style_transfer": ["data.patch_size=32", "data.content_short_side=128", "data.style_short_side=128",
                        "data.batch_size=8", "discriminator.n_layers=2"],
 }
@@ -57,7 +59,8 @@ def train_step_seconds(experiment: str, before: bool, repeats: int) -> tuple[flo
     overrides = BEFORE[experiment] if before else []
     cfg = compose_config([f"experiment={experiment}", "output_dir=/tmp/advtune-bench-style", *overrides])
     if experiment == "style_transfer":  # the autoencoder of experiment=vqgan, untrained (it costs the same)
-        cfg.task.autoencoder = compose_config(["experiment=vqgan", *(BEFORE["vqgan"] if before else [])]).task.autoencoder
+        with open_dict(cfg):
+            cfg.task.autoencoder = compose_config(["experiment=vqgan", *(BEFORE["vqgan"] if before else [])]).task.autoencoder
     built = build(cfg)
     module, data = built.module, built.datamodule
     task, disc, calc = module.task, module.discriminator, module.calculator
@@ -97,7 +100,8 @@ def stylize_child(height: int, width: int, tile: int, repeats: int) -> dict:
     from advtune.tiling import apply_tiled
 
     cfg = compose_config(["experiment=style_transfer", "output_dir=/tmp/advtune-bench-style"])
-    cfg.task.autoencoder = compose_config(["experiment=vqgan"]).task.autoencoder
+    with open_dict(cfg):
+        cfg.task.autoencoder = compose_config(["experiment=vqgan"]).task.autoencoder
     task = build(cfg, with_data=False).module.task
     stylizer = Stylizer(task.autoencoder, task.transfer, True)
     generator = torch.Generator().manual_seed(0)

@@ -158,6 +158,11 @@ def test_bad_input_is_one_line(files, capsys, tmp_path):
         code, err = _run(capsys, *args, f"out_dir={tmp_path / 'out'}")
         assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), (message, err)
     assert not (tmp_path / "out").exists()  # nothing written by a refused run
+    code, err = _run(capsys, f"ckpt_path={model}", f"content={photos}", f"style={style}", f"out_dir={style}")
+    assert code == 2 and "is a file, not a folder" in err
+    if not torch.cuda.is_available():
+        code, err = _run(capsys, f"ckpt_path={model}", f"content={photos}", f"style={style}", "device=cuda")
+        assert code == 2 and "sees no CUDA device" in err
     (photos / "broken.png").write_bytes((tmp_path / "broken.png").read_bytes())
     code, err = _run(capsys, f"ckpt_path={model}", f"content={photos}", f"style={style}", f"out_dir={tmp_path / 'o'}",
                      "skip_bad_files=true")

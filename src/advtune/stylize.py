@@ -96,33 +96,11 @@ def parse_arguments(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"stylize: {key} not found: {args[key]}")
     if not Path(args["style"]).expanduser().is_file():
         raise ConfigError(f"stylize: style= must be one image file, got the folder {args['style']}")
+    if Path(args["out_dir"]).expanduser().is_file():
+        raise ConfigError(f"stylize: out_dir={args['out_dir']} is a file, not a folder")
+    if args["device"] not in ("auto", "cpu") and not args["device"].startswith("cuda"):
+        raise ConfigError(f"stylize: device must be auto, cpu or cuda[:N], got {args['device']!r}")
     return args
-
-
-def _digest(paths: list[Path]) -> str:
-    hasher = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-    return hasher.hexdigest()
-
-
-def _output_names(files: list[Path], style: Path, out_dir: Path) -> list[Path]:
-    """``<stem>_<style stem>.png``; inputs that share a stem keep their suffix in the name."""
-    stems = [path.stem for path in files]
-    return [out_dir / f"{path.stem if stems.count(path.stem) == 1 else path.name}_{style.stem}.png"
-            for path in files]
-
-
-def _check_outputs(outputs: list[Path]) -> None:
-    from advtune.stylize_images import fingerprint_of
-
-    foreign = [path for path in outputs if path.exists() and fingerprint_of(path) is None]
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise ConfigError(f"stylize: {foreign[0]}{more} exists and was not written by advtune stylize; "
-                          "it is left alone: choose another out_dir or move it")
 
 
 class _Progress:
@@ -152,7 +130,7 @@ class _Progress:
         eta = ""
         if self.pixels_left and self.done_pixels:
             eta = f", ~{self.seconds / self.done_pixels * self.pixels_left:.0f} s left"
-        start = "\r" if self.interactive else ""
+        start = "\r\x1b[K" if self.interactive else ""  # over the tile counter, cleared to the line's end
         took = f"{seconds:.1f} s → " if computed else "up to date, "
         print(f"{start}{self.prefix}: {took}{what}{eta}", file=sys.stderr, flush=True)
 
@@ -194,7 +172,10 @@ def _stylize_one(stylizer: Any, style_code: Any, loaded: Any, output: Path, fing
     result = apply_tiled(lambda tile: stylizer.stylize(tile, style_code), loaded.rgb.to(device),
                          args["tile_size"] or 1 << 30, args["tile_overlap"], stylizer.downsampling_factor,
                          progress.on_tile)
-    image = save_output(result.cpu(), loaded.alpha, output, fingerprint)
+    try:
+        image = save_output(result.cpu(), loaded.alpha, output, fingerprint)
+    except OSError as error:
+        raise ConfigError(f"stylize: cannot write {output}: {error.strerror or error}") from None
     progress.finish(str(output), computed=True)
     return image
 
@@ -203,7 +184,8 @@ def main(overrides: list[str]) -> None:
     """Stylize every content image into ``out_dir`` (see :data:`HELP`)."""
     import torch
 
-    from advtune.stylize_images import IMAGE_SUFFIXES, list_content_files, read_image, save_contact_sheet, thumbnail
+    from advtune.stylize_images import (IMAGE_SUFFIXES, check_outputs_are_ours, file_digest, list_content_files,
+                                        output_paths, read_image, save_contact_sheet, thumbnail)
     from advtune.stylize_model import load_style_image, load_stylizer
 
     args = parse_arguments(overrides)
@@ -212,6 +194,8 @@ def main(overrides: list[str]) -> None:
     prefixes = tuple(p for p in args["allowed_target_prefixes"].split(",") if p)
     stylizer, model_files = load_stylizer(args["ckpt_path"], prefixes)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args["device"] == "auto" else args["device"]
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"stylize: device={device} but this torch sees no CUDA device")
     stylizer.to(device)
     style_image, style_code = load_style_image(stylizer, style, args["style_size"])
 
@@ -220,17 +204,17 @@ def main(overrides: list[str]) -> None:
         raise ConfigError(f"stylize: no image files ({', '.join(IMAGE_SUFFIXES)}) in {content}")
     scanned = _scan(files, bool(args["skip_bad_files"]), content)
     files = [path for path, _ in scanned]
-    outputs = _output_names(files, style, out_dir)
-    _check_outputs(outputs)
+    outputs = output_paths(files, style, out_dir)
+    check_outputs_are_ours(outputs)
     settings = {key: args[key] for key in ("tile_size", "tile_overlap", "style_size")} | {"format": 1}
-    shared = _digest(model_files + [style]) + json.dumps(settings, sort_keys=True)
+    shared = file_digest(model_files + [style]) + json.dumps(settings, sort_keys=True)
     progress = _Progress([size for _, size in scanned])
     style_thumb = thumbnail(style_image, _SHEET_HEIGHT)
     rows, started = [], time.perf_counter()
     for path, output in zip(files, outputs):
         loaded = read_image(path)
         progress.start(path.name, *loaded.rgb.shape[-2:])
-        fingerprint = hashlib.sha256((shared + _digest([path])).encode()).hexdigest()
+        fingerprint = hashlib.sha256((shared + file_digest([path])).encode()).hexdigest()
         result = _stylize_one(stylizer, style_code, loaded, output, fingerprint, args, progress)
         if len(rows) < _SHEET_ROWS:
             rows.append((path.name, thumbnail(loaded.rgb, _SHEET_HEIGHT), style_thumb,

@@ -13,6 +13,7 @@ folder that holds earlier outputs is not stylized again (:func:`list_content_fil
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -23,8 +24,11 @@ from PIL import Image, ImageDraw, ImageOps
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "FINGERPRINT_KEY", "LoadedImage", "read_image", "fingerprint_of",
-           "list_content_files", "resize_short_side", "save_output", "thumbnail", "save_contact_sheet"]
+from advtune.config import ConfigError
+
+__all__ = ["IMAGE_SUFFIXES", "FINGERPRINT_KEY", "LoadedImage", "read_image", "fingerprint_of", "file_digest",
+           "list_content_files", "output_paths", "check_outputs_are_ours", "resize_short_side", "save_output",
+           "thumbnail", "save_contact_sheet"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 FINGERPRINT_KEY = "advtune-stylize"
@@ -106,6 +110,32 @@ def list_content_files(content: Path, exclude: tuple[Path, ...] = ()) -> list[Pa
     return [path for path in sorted(content.iterdir())
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
             and path.resolve() not in excluded and fingerprint_of(path) is None]
+
+
+def file_digest(paths: list[Path]) -> str:
+    """SHA-256 of the files' bytes, in order (hex)."""
+    hasher = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    return hasher.hexdigest()
+
+
+def output_paths(files: list[Path], style: Path, out_dir: Path) -> list[Path]:
+    """``<stem>_<style stem>.png``; inputs that share a stem keep their suffix in the name."""
+    stems = [path.stem for path in files]
+    return [out_dir / f"{path.stem if stems.count(path.stem) == 1 else path.name}_{style.stem}.png"
+            for path in files]
+
+
+def check_outputs_are_ours(outputs: list[Path]) -> None:
+    """Refuse, in one line, when an output path holds a file ``advtune stylize`` did not write."""
+    foreign = [path for path in outputs if path.exists() and fingerprint_of(path) is None]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(f"stylize: {foreign[0]}{more} exists and was not written by advtune stylize; "
+                          "it is left alone: choose another out_dir or move it")
 
 
 def _to_uint8(image: Tensor) -> np.ndarray:
