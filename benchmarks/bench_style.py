@@ -60,7 +60,8 @@ def train_step_seconds(experiment: str, before: bool, repeats: int) -> tuple[flo
     cfg = compose_config([f"experiment={experiment}", "output_dir=/tmp/advtune-bench-style", *overrides])
     if experiment == "style_transfer":  # the autoencoder of experiment=vqgan, untrained (it costs the same)
         with open_dict(cfg):
-            cfg.task.autoencoder = compose_config(["experiment=vqgan", *(BEFORE["vqgan"] if before else [])]).task.autoencoder
+            vqgan = compose_config(["experiment=vqgan", *(BEFORE["vqgan"] if before else [])])
+            cfg.task.autoencoder = vqgan.task.autoencoder
     built = build(cfg)
     module, data = built.module, built.datamodule
     task, disc, calc = module.task, module.discriminator, module.calculator
@@ -129,7 +130,8 @@ def main() -> None:
     from advtune.console import quiet_dependencies
 
     quiet_dependencies()
-    print("| job | patches (batch × side²) | s / step | × before | max_steps | min / run |\n|---|---|---|---|---|---|")
+    print("| job | patches (batch × side²) | s / step | × before | max_steps | min / run |")
+    print("|---|---|---|---|---|---|")
     for experiment in ("vqgan", "style_transfer"):
         before = train_step_seconds(experiment, True, args.repeats)
         now = train_step_seconds(experiment, False, args.repeats)

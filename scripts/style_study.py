@@ -19,7 +19,8 @@ motorcycle 741×500, camera 512×512, coins 384×303), next to the runs' own las
 
 Prints markdown tables (mean ± sample std over seeds, and the per-seed values), writes
 ``results.json`` in ``--out``, and with ``--docs`` the before/after picture
-``docs/images/stylize_motorcycle.png`` (content | style | stylized, L_AE + PatchGAN and L_AE only).
+``docs/images/stylize_motorcycle.jpg`` (content | style | stylized, L_AE + PatchGAN and L_AE only) and
+the seed-0 runs' validation grids.
 
     OMP_NUM_THREADS=1 python scripts/style_study.py --out outputs/style_study [--seeds 0 1 2] [--docs docs]
 """
@@ -57,7 +58,8 @@ def train_all(out: Path, seeds: list[int]) -> None:
                 run = out / f"{job}_{arm}_s{seed}"
                 if (run / ("vq_autoencoder.pt" if job == "vqgan" else "style_transfer.pt")).is_file():
                     continue
-                extra = [] if job == "vqgan" else [f"task.autoencoder_path={out / 'vqgan_adv_s0' / 'vq_autoencoder.pt'}"]
+                autoencoder = out / "vqgan_adv_s0" / "vq_autoencoder.pt"
+                extra = [] if job == "vqgan" else [f"task.autoencoder_path={autoencoder}"]
                 experiment = "vqgan" if job == "vqgan" else "style_transfer"
                 seconds = advtune(["train", f"experiment={experiment}", f"seed={seed}", f"output_dir={run}",
                                    "trainer.enable_progress_bar=false", *overrides, *extra], out / f"{run.name}.log")
@@ -92,7 +94,8 @@ def score_autoencoder(run: Path) -> dict[str, float]:
     scores: dict[str, list[float]] = {"psnr": [], "sharpness": []}
     for name in HELD_OUT_PHOTOS:
         image = photo(name)
-        output = model(pad_to_multiple(image, model.downsampling_factor)).reconstruction[..., : image.shape[-2], : image.shape[-1]]
+        output = model(pad_to_multiple(image, model.downsampling_factor)).reconstruction
+        output = output[..., : image.shape[-2], : image.shape[-1]]
         scores["psnr"].append(float(psnr(output, image)))
         scores["sharpness"].append(float(sharpness_ratio(output, image)))
     return {f"held-out {k}": statistics.mean(v) for k, v in scores.items()}
@@ -129,7 +132,7 @@ def score_seams(run: Path) -> dict[str, float]:
     from advtune.data.bundled_images import bundled_image_path
     from advtune.stylize_model import load_style_image, load_stylizer
     from advtune.tasks.vqgan import psnr
-    from advtune.tiling import apply_tiled, seam_ratio, tile_starts
+    from advtune.tiling import apply_tiled, seam_ratio, tile_borders
 
     stylizer, _ = load_stylizer(run)
     _, code = load_style_image(stylizer, bundled_image_path("immunohistochemistry"))
@@ -142,21 +145,21 @@ def score_seams(run: Path) -> dict[str, float]:
     result = {}
     for label, overlap in (("blended", 128), ("butted", 0)):
         tiled = apply_tiled(network, image, 256, overlap, 4)
-        rows = sorted({e for s in tile_starts(height, 256, overlap, 4) for e in (s, s + 256)} - {0, height})
-        cols = sorted({e for s in tile_starts(width, 256, overlap, 4) for e in (s, s + 256)} - {0, width})
+        rows, cols = tile_borders(height, 256, overlap, 4), tile_borders(width, 256, overlap, 4)
         result[f"{label} psnr vs whole"] = float(psnr(tiled, whole))
         result[f"{label} seam ratio"] = seam_ratio(tiled[0], rows, cols) / seam_ratio(whole[0], rows, cols)
     return result
 
 
 def figure(out: Path, docs: Path) -> None:
-    """content | style | stylized (adv) | stylized (l1) for two styles, at the photo's own resolution."""
+    """content | style | stylized (adv) | stylized (l1) for three styles, at the photo's own resolution
+    (JPEG, quality 80: a photo), and the seed-0 runs' last validation grids (256-colour PNG)."""
     from PIL import Image, ImageDraw
 
     from advtune.data.bundled_images import bundled_image_path
 
     rows = []
-    for style in ("immunohistochemistry", "gravel"):
+    for style in ("immunohistochemistry", "hubble_deep_field", "gravel"):
         outputs = []
         for arm in ("adv", "l1"):
             target = out / f"stylized_{arm}"
@@ -165,7 +168,8 @@ def figure(out: Path, docs: Path) -> None:
             outputs.append(Image.open(target / f"motorcycle_left_{bundled_image_path(style).stem}.png").convert("RGB"))
         content = Image.open(bundled_image_path("motorcycle")).convert("RGB")
         style_image = Image.open(bundled_image_path(style)).convert("RGB")
-        style_image = style_image.resize((round(style_image.width * content.height / style_image.height), content.height))
+        width = round(style_image.width * content.height / style_image.height)
+        style_image = style_image.resize((width, content.height))
         rows.append([content, style_image, *outputs])
     labels = ("content (held out, 741×500)", "style", "stylized: L_AE + PatchGAN", "stylized: L_AE only")
     widths = [max(row[i].width for row in rows) for i in range(4)]
@@ -181,9 +185,16 @@ def figure(out: Path, docs: Path) -> None:
         for image, width in zip(row, widths):
             sheet.paste(image, (left, top))
             left += width + gap
-    path = docs / "images" / "stylize_motorcycle.png"
-    sheet.save(path, optimize=True)
+    path = docs / "images" / "stylize_motorcycle.jpg"
+    sheet.save(path, quality=80, optimize=True)
     print(f"wrote {path}")
+    grids = {"vqgan_adv_s0/samples/reconstructions_step002000.png": "vqgan_adversarial.png",
+             "vqgan_l1_s0/samples/reconstructions_step002000.png": "vqgan_no_adversarial.png",
+             "style_adv_s0/samples/transfer_step001000.png": "style_transfer_adversarial.png",
+             "style_l1_s0/samples/transfer_step001000.png": "style_transfer_no_adversarial.png"}
+    for source, name in grids.items():  # 256 colours, dithered: a third of the bytes, labels stay sharp
+        grid = Image.open(out / source).convert("RGB")
+        grid.quantize(256, dither=Image.Dither.FLOYDSTEINBERG).save(docs / "images" / name, optimize=True)
 
 
 def table(title: str, results: dict[str, dict[int, dict[str, float]]], keys: list[str]) -> str:

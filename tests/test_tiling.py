@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advtune.tiling import apply_tiled, edge_ramp, pad_to_multiple, seam_ratio, tile_starts
+from advtune.tiling import apply_tiled, edge_ramp, pad_to_multiple, seam_ratio, tile_borders, tile_grid, tile_starts
 
 
 def _image(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -26,6 +26,10 @@ def test_tile_starts_cover_the_length_with_at_least_the_overlap_on_the_grid():
         assert all(start % multiple == 0 for start in starts)
         assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
     assert tile_starts(100, 128, 32) == [0]
+    # tiles shrink to the fewest that cover: 3 of 768 over 2,048 pixels, not 3 of 1,024 overlapping by 512
+    assert tile_grid(2048, 1024, 128, 4) == (768, [0, 640, 1280])
+    assert tile_grid(500, 1024, 128, 4) == (500, [0])
+    assert tile_borders(2048, 1024, 128, 4) == [640, 768, 1280, 1408]
     with pytest.raises(ValueError, match="overlap < tile"):
         tile_starts(100, 32, 32)
     with pytest.raises(ValueError, match="multiples of 4"):
@@ -74,12 +78,6 @@ def _norm_net() -> nn.Module:
                          nn.Upsample(scale_factor=2.0), nn.Conv2d(16, 3, 3, padding=1)).eval()
 
 
-def _borders(length: int, tile: int, overlap: int) -> list[int]:
-    """Where a tile begins or ends inside the image: the places a seam would show."""
-    starts = tile_starts(length, tile, overlap, 4)
-    return sorted({edge for start in starts for edge in (start, start + tile)} - {0, length})
-
-
 @torch.no_grad()
 def test_blended_tiles_have_no_seam_and_stay_close_to_the_untiled_output():
     network = _norm_net()
@@ -87,8 +85,8 @@ def test_blended_tiles_have_no_seam_and_stay_close_to_the_untiled_output():
     whole = network(image)
     blended = apply_tiled(network, image, tile_size=96, overlap=32, multiple=4)
     butted = apply_tiled(network, image, tile_size=96, overlap=0, multiple=4)  # tiles side by side: the baseline
-    rows, cols = _borders(192, 96, 32), _borders(288, 96, 32)
-    rows0, cols0 = _borders(192, 96, 0), _borders(288, 96, 0)
+    rows, cols = tile_borders(192, 96, 32, 4), tile_borders(288, 96, 32, 4)
+    rows0, cols0 = tile_borders(192, 96, 0, 4), tile_borders(288, 96, 0, 4)
     # The metric sees a seam where there is one (tiles butted together, norm statistics per tile)...
     assert seam_ratio(butted[0], rows0, cols0) > 1.5 * seam_ratio(whole[0], rows0, cols0)
     # ...and none in the blended output: across its tile borders it changes as the untiled output does.

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["apply_tiled", "tile_starts", "edge_ramp", "pad_to_multiple", "seam_ratio"]
+__all__ = ["apply_tiled", "tile_borders", "tile_grid", "tile_starts", "edge_ramp", "pad_to_multiple", "seam_ratio"]
 
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -79,13 +79,18 @@ def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def _tile_side(length: int, tile: int, overlap: int, multiple: int) -> int:
-    """The smallest tile side (<= ``tile``) that covers ``length`` with as few tiles as ``tile`` would:
-    3 tiles of 1,024 over 2,048 pixels would each overlap by 512; 3 of 768 do the same with 128."""
+def tile_grid(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """Tile side and start offsets :func:`apply_tiled` uses along one padded side of ``length``.
+
+    The side is the smallest (<= ``tile``) that covers ``length`` with as few tiles as ``tile``
+    would: 3 tiles of 1,024 over 2,048 pixels would overlap by 512; 3 of 768 do it with 128.
+    A ``length <= tile`` is one tile, the whole side.
+    """
     if length <= tile:
-        return length
+        return length, [0]
     count = math.ceil((length - overlap) / (tile - overlap))
-    return min(tile, math.ceil((length + (count - 1) * overlap) / count / multiple) * multiple)
+    side = min(tile, math.ceil((length + (count - 1) * overlap) / count / multiple) * multiple)
+    return side, tile_starts(length, side, overlap, multiple)
 
 
 def apply_tiled(
@@ -119,9 +124,8 @@ def apply_tiled(
     height, width = image.shape[-2:]
     padded = pad_to_multiple(image, multiple)
     full_h, full_w = padded.shape[-2:]
-    tile_h, tile_w = _tile_side(full_h, tile, overlap, multiple), _tile_side(full_w, tile, overlap, multiple)
-    rows = tile_starts(full_h, tile_h, overlap if full_h > tile_h else 0, multiple)
-    cols = tile_starts(full_w, tile_w, overlap if full_w > tile_w else 0, multiple)
+    tile_h, rows = tile_grid(full_h, tile, overlap, multiple)
+    tile_w, cols = tile_grid(full_w, tile, overlap, multiple)
     total = len(rows) * len(cols)
     if total == 1:
         output = network(padded)
@@ -145,6 +149,12 @@ def apply_tiled(
             if on_tile is not None:
                 on_tile(done, total)
     return (accumulated / weight_sum)[..., :height, :width]
+
+
+def tile_borders(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Where :func:`apply_tiled`'s tiles begin or end inside a padded side of ``length``: where a seam would show."""
+    side, starts = tile_grid(length, tile, overlap, multiple)
+    return sorted({edge for start in starts for edge in (start, start + side)} - {0, length})
 
 
 def seam_ratio(image: Tensor, rows: list[int], cols: list[int]) -> float:
