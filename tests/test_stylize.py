@@ -220,3 +220,16 @@ def test_the_whole_path_vqgan_then_style_transfer_then_stylize_from_the_checkpoi
     assert code == 2 and "ckpt_path=<output_dir>" in err
     # ...the run's own export still works
     assert _run(capsys, f"ckpt_path={tmp_path / 'st'}", *common, f"out_dir={tmp_path / 'again'}")[0] == 0
+
+
+def test_read_image_fills_transparent_pixels_with_the_mean_visible_colour(tmp_path):
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[:, :3] = (200, 100, 50, 255)  # visible half
+    rgba[:, 3:] = (0, 0, 0, 0)  # transparent half, black underneath (what most editors write)
+    Image.fromarray(rgba).save(tmp_path / "logo.png")
+    loaded = read_image(tmp_path / "logo.png")
+    expected = torch.tensor([200.0, 100.0, 50.0]) / 127.5 - 1
+    assert torch.allclose(loaded.rgb[0, :, :, 3:].mean(dim=(1, 2)), expected, atol=1e-5)  # no black halo source
+    assert loaded.alpha.tolist() == [[255] * 3 + [0] * 3] * 4
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "opaque.png")
+    assert read_image(tmp_path / "opaque.png").alpha is None

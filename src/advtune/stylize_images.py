@@ -36,11 +36,10 @@ _SHEET_COLUMNS = ("content", "style", "output")
 
 
 class LoadedImage(NamedTuple):
-    """``rgb`` ``(1, 3, H, W)`` in [-1, 1]; ``alpha`` ``(H, W)`` uint8 or ``None``; ``mode`` as read."""
+    """``rgb`` ``(1, 3, H, W)`` in [-1, 1]; ``alpha`` ``(H, W)`` uint8 or ``None`` (no transparency)."""
 
     rgb: Tensor
     alpha: np.ndarray | None
-    mode: str
 
 
 def _grey_from_wide(image: Image.Image) -> np.ndarray:
@@ -56,7 +55,6 @@ def read_image(path: str | Path) -> LoadedImage:
     """Read one image file (see module docstring); any failure raises (PIL's own errors, ValueError)."""
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)  # also decodes the whole file: a truncated one fails here
-        mode = opened.mode
     if image.width < 1 or image.height < 1:
         raise ValueError("the image is empty")
     alpha = None
@@ -75,7 +73,7 @@ def read_image(path: str | Path) -> LoadedImage:
     else:
         rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     tensor = torch.from_numpy(rgb.astype(np.float32) * 2.0 - 1.0).permute(2, 0, 1).unsqueeze(0).contiguous()
-    return LoadedImage(tensor, alpha, mode)
+    return LoadedImage(tensor, alpha)
 
 
 def resize_short_side(image: Tensor, short_side: int) -> Tensor:
