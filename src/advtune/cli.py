@@ -1,4 +1,4 @@
-"""``advtune`` command line: ``train | validate-config | sample | export | generate | evaluate``.
+"""``advtune`` command line: ``train | validate-config | sample | export | generate | evaluate | stylize``.
 
 Overrides are Hydra's: ``advtune train experiment=digits_gan trainer.max_steps=500 output_dir=runs/a``.
 Heavy libraries are imported inside the commands, so ``advtune --help`` and ``advtune COMMAND
@@ -36,7 +36,8 @@ def usage() -> str:
               "  advtune train experiment=digits_gan trainer.max_steps=1000 output_dir=runs/gan   # continues it",
               "  advtune sample ckpt_path=runs/gan/checkpoints/last.ckpt num_samples=64",
               "  advtune validate-config experiment=audio_vae discriminator=lightweight adversarial=staged",
-              "", "docs: README.md, docs/OPTIONS.md, docs/MULTINODE.md"]
+              "  advtune stylize ckpt_path=outputs/style_transfer content=photos/ style=texture.png",
+              "", "docs: README.md, docs/OPTIONS.md, docs/MULTINODE.md, docs/STYLE.md"]
     return "\n".join(lines)
 
 

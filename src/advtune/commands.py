@@ -20,8 +20,9 @@ COMMANDS = {
     "export": "write what ships (generator or adapter) and the discriminator from ckpt_path=...",
     "generate": "generate images with a base model and an exported adapter (advtune generate --help)",
     "evaluate": "score a trained model against held-out data (advtune evaluate --help)",
+    "stylize": "apply a trained style-transfer model to your own images (advtune stylize --help)",
 }
-EXTERNAL_COMMANDS = {"generate": "advtune.generate", "evaluate": "advtune.evaluate"}
+EXTERNAL_COMMANDS = {"generate": "advtune.generate", "evaluate": "advtune.evaluate", "stylize": "advtune.stylize"}
 
 # name -> (default, meaning) of the key=value arguments of the commands that read a checkpoint.
 _ALLOW = ("", "extra _target_ module prefixes, comma-separated (a checkpoint cannot widen its own list)")

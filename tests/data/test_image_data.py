@@ -18,11 +18,15 @@ from advtune.data.bundled_images import patch_coordinates
 
 
 def test_every_listed_image_is_bundled_and_loads_in_range():
-    for name in set(CONTENT_IMAGES) | set(STYLE_IMAGES):
+    from advtune.data.bundled_images import HELD_OUT_PHOTOS, bundled_image_path
+
+    for name in set(CONTENT_IMAGES) | set(STYLE_IMAGES) | set(HELD_OUT_PHOTOS):
         image = load_bundled_image(name, short_side=40)
         assert image.shape[0] == 3 and min(image.shape[1:]) == 40, name
         assert image.min() >= -1.0 and image.max() <= 1.0, name
-    assert set(CONTENT_IMAGES) | set(STYLE_IMAGES) <= set(BUNDLED_IMAGES)
+    assert set(CONTENT_IMAGES) | set(STYLE_IMAGES) | set(HELD_OUT_PHOTOS) <= set(BUNDLED_IMAGES)
+    assert not set(HELD_OUT_PHOTOS) & (set(CONTENT_IMAGES) | set(STYLE_IMAGES))  # no training run sees them
+    assert bundled_image_path("motorcycle").name == "motorcycle_left.png"
 
 
 def test_grey_textures_are_repeated_over_three_channels():

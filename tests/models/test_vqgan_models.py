@@ -134,3 +134,42 @@ def test_data_initialised_codebook_copies_latents_once_and_only_in_training():
     assert torch.equal(quantizer.codebook.weight, codes)  # not re-initialised
     with pytest.raises(ValueError, match="codebook_init"):
         VectorQuantizer(4, 2, codebook_init="kmeans")
+
+
+def test_dead_codes_are_restarted_from_the_batch_and_the_usage_ema_has_known_values():
+    from advtune.models import VectorQuantizer
+
+    quantizer = VectorQuantizer(num_codes=3, code_dim=2, dead_code_threshold=1.0)
+    with torch.no_grad():
+        quantizer.codebook.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0]]))  # code 2: far away
+    z_e = torch.tensor([[0.1, 0.0, 0.9, 1.1], [0.0, 0.1, 1.0, 0.9]]).reshape(1, 2, 2, 2)  # 2 near code 0, 2 near 1
+    quantizer.train()
+    quantizer(z_e)
+    # usage starts at the threshold: 0.99·1 + 0.01·count, counts (2, 2, 0)
+    assert quantizer.usage.tolist() == pytest.approx([1.01, 1.01, 0.99])
+    restarted = quantizer(z_e).indices  # code 2 is below 1.0: replaced by a latent of this batch, before the lookup
+    vectors = z_e.permute(0, 2, 3, 1).reshape(-1, 2)
+    assert (vectors == quantizer.codebook.weight[2]).all(dim=1).any()
+    assert (restarted == 2).any()  # the restarted code is used at once, by the latent it was copied from
+    assert quantizer.codebook.weight[:2].tolist() == [[0.0, 0.0], [1.0, 1.0]]  # live codes untouched
+
+
+def test_restarts_only_in_training_and_files_without_restarts_keep_their_keys():
+    from advtune.models import VectorQuantizer
+
+    quantizer = VectorQuantizer(num_codes=3, code_dim=2, dead_code_threshold=1.0).eval()
+    before = quantizer.codebook.weight.detach().clone()
+    for _ in range(3):
+        quantizer(torch.randn(1, 2, 2, 2) + 100.0)
+    assert torch.equal(quantizer.codebook.weight, before) and quantizer.usage.tolist() == [1.0, 1.0, 1.0]
+    assert "usage" not in VectorQuantizer(num_codes=3, code_dim=2).state_dict()
+    model = VQAutoencoder(base_channels=8, channel_multipliers=[1, 2], latent_channels=8, code_dim=4, num_codes=16,
+                          dead_code_threshold=0.5)
+    model.train()
+    images = torch.rand(2, 3, 16, 16)
+    for _ in range(2):  # a restart happens in the second forward: the backward still works
+        out = model(images)
+        ((out.reconstruction - images).abs().mean() + out.quantized.loss).backward()
+    assert model.quantizer.codebook.weight.grad is not None
+    with pytest.raises(ValueError, match="dead_code_threshold"):
+        VectorQuantizer(3, 2, dead_code_threshold=-1.0)

@@ -172,7 +172,8 @@ def test_experiment_style_transfer_trains_a_few_steps_and_writes_outputs(tmp_pat
         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "adversarial.warmup_steps=1",
         "data.patch_size=16", "data.content_short_side=48", "data.style_short_side=48", "data.patches_per_image=2",
         "data.val_patches_per_image=1", "data.batch_size=4", "task.image_size=16", "task.num_grid_images=2",
-        "task.hidden_channels=8", "task.style_dim=8", "discriminator.ndf=8", "checkpoint_every=3",
+        "task.hidden_channels=8", "task.style_dim=8", "discriminator.ndf=8", "discriminator.n_layers=2",
+        "checkpoint_every=3",
     ]
     train(compose_config(overrides))
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

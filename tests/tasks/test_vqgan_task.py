@@ -123,7 +123,7 @@ def test_experiment_vqgan_trains_a_few_steps_and_writes_outputs(tmp_path):
         "adversarial.warmup_steps=1", "data.patch_size=16", "data.short_side=48", "data.patches_per_image=2",
         "data.val_patches_per_image=1", "data.batch_size=4", "task.image_size=16", "task.num_grid_images=2",
         "task.autoencoder.base_channels=8", "task.autoencoder.channel_multipliers=[1,2]",
-        "discriminator.ndf=8", "checkpoint_every=3",
+        "discriminator.ndf=8", "discriminator.n_layers=2", "checkpoint_every=3",
     ]
     train(compose_config(overrides))
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

@@ -6,7 +6,7 @@ would reach for the network (pooch) for the images a wheel does not bundle. Only
 :data:`BUNDLED_IMAGES` (all bundled by scikit-image 0.26 and scikit-learn) are accepted.
 
 Every image is converted to RGB (grey textures are repeated over three channels), resized so its
-short side is ``short_side`` pixels (so a 32×32 patch shows a meaningful part of it) and scaled to
+short side is ``short_side`` pixels (so a 64×64 patch of a 256-pixel side shows a meaningful part of it) and scaled to
 [-1, 1]. The bottom ``val_fraction`` of each image (at least one patch high) is the validation
 region and the rest the training region: no validation patch overlaps a training patch, and every
 image appears in both splits. Training patches sit at random positions fixed by ``seed``;
@@ -29,7 +29,9 @@ __all__ = [
     "BUNDLED_IMAGES",
     "CONTENT_IMAGES",
     "STYLE_IMAGES",
+    "HELD_OUT_PHOTOS",
     "PatchDataset",
+    "bundled_image_path",
     "load_bundled_image",
     "patch_coordinates",
 ]
@@ -42,6 +44,8 @@ BUNDLED_IMAGES: dict[str, tuple[str, str]] = {
     "camera": ("skimage", "data/camera.png"),
     "chelsea": ("skimage", "data/chelsea.png"),
     "coffee": ("skimage", "data/coffee.png"),
+    "coins": ("skimage", "data/coins.png"),
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),
     "rocket": ("skimage", "data/rocket.jpg"),
     "retina": ("skimage", "data/retina.jpg"),
     "brick": ("skimage", "data/brick.png"),
@@ -52,6 +56,8 @@ BUNDLED_IMAGES: dict[str, tuple[str, str]] = {
 }
 CONTENT_IMAGES: tuple[str, ...] = ("china", "flower", "astronaut", "coffee", "chelsea", "rocket")
 STYLE_IMAGES: tuple[str, ...] = ("brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry")
+# Photos no shipped experiment trains on: the style job's results are shown and scored on these.
+HELD_OUT_PHOTOS: tuple[str, ...] = ("motorcycle", "camera", "coins")
 
 
 def _package_dir(package: str) -> Path:
@@ -59,6 +65,17 @@ def _package_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"load_bundled_image: package {package!r} is not installed")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def bundled_image_path(name: str) -> Path:
+    """The file of a bundled image (inside the installed scikit-learn / scikit-image)."""
+    if name not in BUNDLED_IMAGES:
+        raise ValueError(f"unknown image {name!r}; bundled images: {', '.join(sorted(BUNDLED_IMAGES))}")
+    package, relative = BUNDLED_IMAGES[name]
+    path = _package_dir(package) / relative
+    if not path.is_file():
+        raise ValueError(f"image {name!r} is not bundled with the installed {package} (missing {path})")
+    return path
 
 
 def load_bundled_image(name: str, short_side: int | None = None) -> Tensor:
@@ -69,13 +86,7 @@ def load_bundled_image(name: str, short_side: int | None = None) -> Tensor:
         short_side: resize (Lanczos, aspect kept) so the shorter side has this many pixels;
             ``None`` keeps the original size.
     """
-    if name not in BUNDLED_IMAGES:
-        raise ValueError(f"unknown image {name!r}; bundled images: {', '.join(sorted(BUNDLED_IMAGES))}")
-    package, relative = BUNDLED_IMAGES[name]
-    path = _package_dir(package) / relative
-    if not path.is_file():
-        raise ValueError(f"image {name!r} is not bundled with the installed {package} (missing {path})")
-    with Image.open(path) as image:
+    with Image.open(bundled_image_path(name)) as image:
         image = image.convert("RGB")
         if short_side is not None:
             if short_side < 1:

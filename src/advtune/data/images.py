@@ -111,9 +111,9 @@ class ImagePatchDataModule(_SplitDataModule):
         seed: seed of the patch positions and of the training shuffle.
     """
 
-    def __init__(self, images: Sequence[str] | None = None, patch_size: int = 32, short_side: int = 128,
+    def __init__(self, images: Sequence[str] | None = None, patch_size: int = 64, short_side: int = 256,
                  patches_per_image: int = 256, val_patches_per_image: int = 8, val_fraction: float = 0.25,
-                 batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
+                 batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.images = _check_names(images, CONTENT_IMAGES, "ImagePatchDataModule")
         self.loader_kwargs = _loader_kwargs(batch_size, num_workers, seed)
@@ -151,7 +151,7 @@ class StyleTransferDataModule(_SplitDataModule):
     """
 
     def __init__(self, content_images: Sequence[str] | None = None, style_images: Sequence[str] | None = None,
-                 patch_size: int = 32, content_short_side: int = 128, style_short_side: int = 128,
+                 patch_size: int = 64, content_short_side: int = 256, style_short_side: int = 256,
                  patches_per_image: int = 256, val_patches_per_image: int = 8, val_fraction: float = 0.25,
                  batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()

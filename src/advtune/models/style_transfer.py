@@ -118,7 +118,14 @@ class StyleTransferModule(nn.Module):
             raise ValueError(
                 f"StyleTransferModule.transfer: batch sizes differ, {z_content.shape[0]} vs {z_style.shape[0]}"
             )
-        style = self.style_code(z_style)
+        return self.apply_style(z_content, self.style_code(z_style))
+
+    def apply_style(self, z_content: Tensor, style: Tensor) -> Tensor:
+        """``z_content`` ``(B, C, H, W)`` and a style code ``(B or 1, style_dim)`` → ``z_y`` ``(B, C, H, W)``.
+
+        :meth:`transfer` with the style code computed once (``advtune stylize`` reuses one style
+        code for every tile and image).
+        """
         h = self.conv_in(z_content)
         for block in self.blocks:
             h = block(h, style)

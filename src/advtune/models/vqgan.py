@@ -145,12 +145,14 @@ class VQAutoencoder(nn.Module):
         dropout: dropout inside the residual blocks.
         codebook_init: ``"uniform"`` (taming) or ``"data"`` (codes copied from the first training
             batch's latents; far fewer dead codes, see :mod:`advtune.models.vector_quantizer`).
+        dead_code_threshold: restart codes used fewer times per batch than this (EMA); 0: never.
     """
 
     def __init__(self, in_channels: int = 3, base_channels: int = 16,
                  channel_multipliers: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1,
                  latent_channels: int = 32, code_dim: int = 8, num_codes: int = 128,
-                 beta: float = 0.25, dropout: float = 0.0, codebook_init: str = "uniform") -> None:
+                 beta: float = 0.25, dropout: float = 0.0, codebook_init: str = "uniform",
+                 dead_code_threshold: float = 0.0) -> None:
         super().__init__()
         multipliers = [int(m) for m in channel_multipliers]
         self.model_config: dict[str, Any] = {
@@ -158,12 +160,12 @@ class VQAutoencoder(nn.Module):
             "channel_multipliers": multipliers, "num_res_blocks": int(num_res_blocks),
             "latent_channels": int(latent_channels), "code_dim": int(code_dim),
             "num_codes": int(num_codes), "beta": float(beta), "dropout": float(dropout),
-            "codebook_init": str(codebook_init),
+            "codebook_init": str(codebook_init), "dead_code_threshold": float(dead_code_threshold),
         }
         self.downsampling_factor = 2 ** (len(multipliers) - 1)
         self.encoder = Encoder(in_channels, base_channels, multipliers, num_res_blocks, latent_channels, dropout)
         self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
-        self.quantizer = VectorQuantizer(num_codes, code_dim, beta, codebook_init)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta, codebook_init, dead_code_threshold)
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(in_channels, base_channels, multipliers, num_res_blocks, latent_channels, dropout)
 
@@ -197,10 +199,11 @@ class VQAutoencoder(nn.Module):
 
 
 def tiny_vq_autoencoder(**overrides: Any) -> VQAutoencoder:
-    """The CPU preset: 16/32/32 channels, ×4 downsampling, 128 data-initialised codes of size 8 (~0.2 M parameters)."""
+    """The CPU preset: 16/32/32 channels, ×4 downsampling, 512 data-initialised codes of size 8 with dead-code
+    restarts (~0.2 M parameters); ``experiment=vqgan`` builds the same from its config."""
     config: dict[str, Any] = {"in_channels": 3, "base_channels": 16, "channel_multipliers": (1, 2, 2),
-                              "num_res_blocks": 1, "latent_channels": 32, "code_dim": 8, "num_codes": 128,
-                              "codebook_init": "data"}
+                              "num_res_blocks": 1, "latent_channels": 32, "code_dim": 8, "num_codes": 512,
+                              "codebook_init": "data", "dead_code_threshold": 1.0}
     config.update(overrides)
     return VQAutoencoder(**config)
 

@@ -53,8 +53,8 @@ class StyleTransferTask(StyleTransferValidation, AdversarialTask):
     """Generator side of latent style transfer (see module docstring).
 
     Args:
-        autoencoder_path: file written by ``save_model`` (e.g. ``experiment=vqgan``'s export) to
-            load the VQ autoencoder from.
+        autoencoder_path: file written by ``save_model`` to load the VQ autoencoder from: the
+            ``vq_autoencoder.pt`` an ``experiment=vqgan`` run writes into its ``output_dir``.
         autoencoder: an autoencoder object instead of a path; with neither, a fresh
             :func:`~advtune.models.vqgan.tiny_vq_autoencoder` (untrained: for tests only).
         freeze_quantizer: keep the codebook frozen too (encoder and decoder always are).
@@ -68,13 +68,16 @@ class StyleTransferTask(StyleTransferValidation, AdversarialTask):
         style_dim: size of ``T``'s style code.
         num_grid_images: validation pairs shown in the content | content (VQ) | style | output grid.
         image_size: patch side used by :meth:`sample` when no validation ran yet.
+        style_short_side: short side the training style images were resized to; written into the
+            export's metadata so ``advtune stylize`` resizes a user's style image the same way
+            (the style code depends on the texture's scale). ``None``: unknown.
     """
 
     def __init__(self, autoencoder_path: str | None = None, autoencoder: VQAutoencoder | None = None,
                  freeze_quantizer: bool = True, quantize_output: bool = True, reverse_weight: float = 1.0,
                  style_weight: float = 10.0, codebook_weight: float = 1.0, identity_weight: float = 0.0,
                  hidden_channels: int = 64, num_blocks: int = 2, style_dim: int = 64,
-                 num_grid_images: int = 8, image_size: int = 32) -> None:
+                 num_grid_images: int = 8, image_size: int = 64, style_short_side: int | None = None) -> None:
         super().__init__()
         if autoencoder_path is not None and autoencoder is not None:
             raise ValueError("StyleTransferTask: give autoencoder_path or autoencoder, not both")
@@ -91,9 +94,9 @@ class StyleTransferTask(StyleTransferValidation, AdversarialTask):
                                  "train and export one with `advtune train experiment=vqgan` first")
             autoencoder = load_model(autoencoder_path, map_location="cpu")
         if autoencoder is None:
-            warnings.warn("StyleTransferTask: no autoencoder_path given, using an UNTRAINED tiny VQ autoencoder; "
-                          "set task.autoencoder_path to the export of experiment=vqgan for meaningful results",
-                          stacklevel=2)
+            warnings.warn("StyleTransferTask: no autoencoder_path given, using an UNTRAINED tiny VQ autoencoder "
+                          "(tests only); run `advtune train experiment=vqgan` first, then give "
+                          "task.autoencoder_path=outputs/vqgan/vq_autoencoder.pt", stacklevel=2)
             autoencoder = tiny_vq_autoencoder()
         if not isinstance(autoencoder, VQAutoencoder):
             raise TypeError("StyleTransferTask: the autoencoder must be a VQAutoencoder, "
@@ -109,6 +112,7 @@ class StyleTransferTask(StyleTransferValidation, AdversarialTask):
         self.weights = {key.removesuffix("_weight"): float(value) for key, value in weights.items()}
         self.num_grid_images = int(num_grid_images)
         self.image_size = int(image_size)
+        self.style_short_side = None if style_short_side is None else int(style_short_side)
         self._validation_discriminator: tuple[nn.Module, ...] = ()
         self.reset_validation()
 
@@ -166,5 +170,5 @@ class StyleTransferTask(StyleTransferValidation, AdversarialTask):
         directory = Path(directory)
         save_model(self.autoencoder, directory / "vq_autoencoder.pt", metadata={"task": type(self).__name__})
         metadata = {"task": type(self).__name__, "autoencoder_file": "vq_autoencoder.pt",
-                    "quantize_output": self.quantize_output}
+                    "quantize_output": self.quantize_output, "style_short_side": self.style_short_side}
         return save_model(self.transfer, directory / "style_transfer.pt", metadata=metadata)

@@ -87,7 +87,7 @@ class VQGANTask(AdversarialTask):
     """
 
     def __init__(self, autoencoder: VQAutoencoder | None = None, reconstruction_weight: float = 1.0,
-                 codebook_weight: float = 1.0, num_grid_images: int = 16, image_size: int = 32) -> None:
+                 codebook_weight: float = 1.0, num_grid_images: int = 16, image_size: int = 64) -> None:
         super().__init__()
         if autoencoder is not None and not isinstance(autoencoder, VQAutoencoder):
             raise TypeError(f"VQGANTask: autoencoder must be a VQAutoencoder, got {type(autoencoder).__name__}")
