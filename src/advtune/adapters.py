@@ -190,8 +190,11 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
-def export_lora(transformer: nn.Module, directory: str | Path) -> Path:
+def export_lora(transformer: nn.Module, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the adapter of ``transformer`` (only the adapter) to ``directory``; return the file.
+
+    ``metadata`` entries are added to the safetensors header (e.g. a distilled LoRA's recommended
+    step count), beside the ones diffusers writes.
 
     peft LoRA → ``pytorch_lora_weights.safetensors`` in the diffusers format (keys
     ``transformer.<module>.lora_A/B.weight`` plus the ``LoraConfig`` as metadata, so alpha survives),
@@ -203,7 +206,7 @@ def export_lora(transformer: nn.Module, directory: str | Path) -> Path:
     network = lycoris_network(transformer)
     if network is not None:
         path = directory / LYCORIS_WEIGHTS_NAME
-        network.save_weights(str(path), torch.float32, {"advtune_adapter": "lycoris"})
+        network.save_weights(str(path), torch.float32, {"advtune_adapter": "lycoris", **(metadata or {})})
         return path
     if not getattr(transformer, "peft_config", None):
         raise ValueError(f"export_lora: {type(transformer).__name__} has no adapter to export")
@@ -215,4 +218,12 @@ def export_lora(transformer: nn.Module, directory: str | Path) -> Path:
         directory, transformer_lora_layers=state, weight_name=LORA_WEIGHTS_NAME,
         transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
     )
+    if metadata:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        path = directory / LORA_WEIGHTS_NAME
+        with safe_open(str(path), "pt") as handle:
+            header, tensors = handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}
+        save_file(tensors, str(path), metadata={**header, **{str(k): str(v) for k, v in metadata.items()}})
     return directory / LORA_WEIGHTS_NAME
