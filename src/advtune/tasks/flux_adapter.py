@@ -128,10 +128,6 @@ class FluxAdapterTask(AdversarialTask):
         """Adapter parameters (all transformer parameters with ``adapter_type="none"``)."""
         return list(self._trainable)
 
-    def fsdp_units(self) -> tuple[str, list[nn.Module]]:
-        """What ``trainer.strategy=fsdp`` shards: this attribute, one unit per transformer block."""
-        return "transformer", [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
-
     def discriminator_kwargs(self) -> dict[str, Any]:
         """Completes ``discriminator/flux_features`` (``_partial_``) with the shared transformer."""
         return {"transformer": self.transformer}

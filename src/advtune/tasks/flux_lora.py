@@ -143,6 +143,11 @@ class FluxLoRATask(FluxAdapterTask):
         return sorted({level for n in self.adv_fake_steps for level in sampler_levels(n, shift)}, reverse=True)
 
     # ---- the generator ---------------------------------------------------------------------
+    def fsdp_units(self) -> tuple[str, list[nn.Module]]:
+        """What ``trainer.strategy=fsdp`` shards (the distillation task is not sharded: its teacher
+        cache is built by every rank alone): this attribute, one unit per transformer block."""
+        return "transformer", [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
+
     def generator_predict(self, batch: Any) -> TaskOutput:
         from advtune.discriminators.latent import sample_renoise_sigma
         from advtune.models.flux_base import output_layer_weight
