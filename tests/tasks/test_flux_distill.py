@@ -84,6 +84,29 @@ def test_student_inputs_sit_on_its_samplers_levels_and_the_regression_is_known()
     assert all(p.grad is not None for p in task.trainable_parameters())
 
 
+def test_rollout_inputs_are_the_students_own_sampler_states():
+    x0, noise = torch.rand(6, 1, 8, 8) * 2 - 1, torch.randn(6, 1, 8, 8)
+    paired = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1])
+    rolled = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1], student_input="rollout")
+    torch.manual_seed(0)
+    expected = paired.generator_predict({"latents": x0, "noise": noise})
+    torch.manual_seed(0)
+    out = rolled.generator_predict({"latents": x0, "noise": noise})  # one step: the state is the noise
+    torch.testing.assert_close(out.fake, expected.fake)
+    task = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[2], student_input="rollout")
+    _perturb(task)
+    torch.manual_seed(1)
+    out = task.generator_predict({"latents": x0, "noise": noise})
+    prompt = task._prompt({}, 6, "cpu")
+    torch.manual_seed(1)
+    second = torch.randint(2, (6,)) == 1
+    with torch.no_grad():  # the 2-step sampler's state at t = 0.5: half an Euler step from the noise
+        state = noise - 0.5 * task._velocity(noise, torch.ones(6), prompt)
+        estimate = state - 0.5 * task._velocity(state, torch.full((6,), 0.5), prompt)
+    torch.testing.assert_close(out.fake[second].detach(), estimate[second])
+    out.base_losses["distill"].backward()
+
+
 def test_real_mix_and_adversarial_only_settings():
     x0, noise, data = torch.zeros(16, 1, 8, 8), torch.randn(16, 1, 8, 8), torch.ones(16, 1, 8, 8)
     task = FluxDistillTask(transformer_config=TINY, rank=2, real_mix=1.0, regression_weight=0.0, student_input="fresh")

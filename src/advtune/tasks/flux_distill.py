@@ -9,9 +9,10 @@ noise it was sampled from. Per batch:
 
 * ``t`` = one of the levels the student's own ``k``-step samplers visit (``student_steps``, with the
   sampling shift at this latent size: :func:`~advtune.tasks.flow_matching.sampler_levels`);
-* the student's input ``x_t = (1 − t)·x0 + t·ε``, with the sample's own noise (``student_input=paired``:
-  exactly the state its Euler sampler reaches when its earlier steps were right) or fresh noise
-  (``fresh``, as LADD); its one-step estimate ``x̂0 = x_t − t·v̂`` is the fake;
+* the student's input: ``x_t = (1 − t)·x0 + t·ε`` with the sample's own noise (``student_input=paired``:
+  the state its Euler sampler reaches when its earlier steps were right), or with fresh noise
+  (``fresh``, as LADD), or the state its own sampler reaches from ``ε`` (``rollout``, no gradient
+  through the earlier steps: :mod:`.flux_student`); its one-step estimate ``x̂0 = x_t − t·v̂`` is the fake;
 * ``real`` = the teacher samples (a ``real_mix`` fraction replaced by data latents), both re-noised
   to ``σ`` by the discriminator (latent D, or the teacher's own features with ``flux_features``);
 * ``base_losses = {"distill": w · MSE(x̂0, x0)}``: the regression to the teacher's output from the
@@ -31,10 +32,11 @@ from torch import nn
 from advtune.tasks.base import TaskOutput
 from advtune.tasks.flow_matching import euler_sample, interpolate, one_step_estimate, sampler_levels
 from advtune.tasks.flux_adapter import FluxAdapterTask, is_sharded
+from advtune.tasks.flux_student import rollout, sampler_grid
 
 __all__ = ["FluxDistillTask", "STUDENT_INPUTS"]
 
-STUDENT_INPUTS: tuple[str, ...] = ("paired", "fresh")
+STUDENT_INPUTS: tuple[str, ...] = ("paired", "rollout", "fresh")
 # Validation's val/diffusion_mse of the student uses the plain flow-matching levels.
 _VALIDATION_TIMESTEPS = dict(scheme="logit_normal", logit_mean=0.0, logit_std=1.0, mode_scale=1.29, shift=1.0)
 
@@ -47,8 +49,9 @@ class FluxDistillTask(FluxAdapterTask):
             starts as a copy of it (its rank, alpha and targets; ``adapter_type=lora`` only).
         teacher_steps: Euler steps of the teacher (samples for the cache, validation, evaluation).
         student_steps: step counts the student is trained for; ``t`` is drawn from their levels.
-        student_input: ``paired`` (the sample's own noise) or ``fresh`` (new noise).
-        regression_weight: weight of ``MSE(x̂0, x0)`` (requires ``paired``; 0: adversarial only).
+        student_input: ``paired`` (the sample's own noise), ``rollout`` (its own sampler's state from that
+            noise; each position ``(k, i)`` of its samplers equally likely) or ``fresh`` (new noise).
+        regression_weight: weight of ``MSE(x̂0, x0)`` (not with ``fresh``; 0: adversarial only).
         disc_sigma_logit_mean, disc_sigma_logit_std: logit-normal of the discriminator's re-noising level.
         real_mix: fraction of D's real samples taken from the data's latents (``real_latents``).
         guidance_scale, validation_guidance_scale: the inference guidance is ``validation_guidance_scale``
@@ -79,9 +82,9 @@ class FluxDistillTask(FluxAdapterTask):
                              "(adapter_type=lora, lycoris_lora, lokr or loha), not none")
         if student_input not in STUDENT_INPUTS:
             raise ValueError(f"FluxDistillTask: student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
-        if regression_weight < 0 or (regression_weight > 0 and student_input != "paired"):
+        if regression_weight < 0 or (regression_weight > 0 and student_input == "fresh"):
             raise ValueError(f"FluxDistillTask: regression_weight={regression_weight} must be >= 0 and needs "
-                             f"student_input=paired (the teacher's output from the same noise)")
+                             f"student_input=paired or rollout (the teacher's output from the same noise)")
         if not student_steps or min(int(n) for n in student_steps) < 1 or int(teacher_steps) < 1:
             raise ValueError(f"FluxDistillTask: student_steps {list(student_steps)} and teacher_steps {teacher_steps} "
                              f"must be step counts >= 1")
@@ -176,11 +179,17 @@ class FluxDistillTask(FluxAdapterTask):
 
         x0 = self._latents(batch)
         batch_size, device = x0.shape[0], x0.device
-        levels = torch.tensor(self.student_levels(*x0.shape[2:]), device=device)
-        t = levels[torch.randint(len(levels), (batch_size,), device=device)]
-        noise = self._latents(batch, "noise") if self.student_input == "paired" else torch.randn_like(x0)
-        x_t = interpolate(x0, noise, t)
         prompt = self._prompt(batch, batch_size, device)
+        noise = torch.randn_like(x0) if self.student_input == "fresh" else self._latents(batch, "noise")
+        if self.student_input == "rollout":
+            schedules, index = sampler_grid(self.student_steps, self._shift(*x0.shape[2:]), device)
+            position = torch.randint(len(index), (batch_size,), device=device)
+            x_t, t = rollout(lambda x, level, rows: self._velocity(x, level, (prompt[0][rows], prompt[1][rows])),
+                             noise, schedules[position], index[position])
+        else:
+            levels = torch.tensor(self.student_levels(*x0.shape[2:]), device=device)
+            t = levels[torch.randint(len(levels), (batch_size,), device=device)]
+            x_t = interpolate(x0, noise, t)
         fake = one_step_estimate(x_t, self._velocity(x_t, t, prompt), t)
         mse = F.mse_loss(fake, x0)
         real = x0
