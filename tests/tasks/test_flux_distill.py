@@ -48,8 +48,10 @@ def test_teacher_lora_is_base_plus_file_and_the_student_starts_as_its_copy(tmp_p
     noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = euler_sample(lambda x, t: fm._velocity(x, t, fm._prompt({}, 3, "cpu")), noise, 4)
 
-    task = FluxDistillTask(transformer_config=TINY, teacher_lora=str(lora), teacher_steps=4, rank=8)
-    assert [p.numel() for p in task.trainable_parameters()] == [p.numel() for p in fm.trainable_parameters()]
+    task = FluxDistillTask(transformer_config=TINY, teacher_lora=str(lora), teacher_steps=4, rank=6)
+    # Widened to rank 6 at the teacher's scale alpha / rank = 2: B = [B_t, 0] keeps B A = B_t A_t.
+    assert [p.numel() for p in task.trainable_parameters()] == [3 * p.numel() for p in fm.trainable_parameters()]
+    assert task.transformer.peft_config["default"].lora_alpha == 12.0
     torch.testing.assert_close(task.teacher_generate(noise), expected, rtol=1e-5, atol=1e-6)
     student = euler_sample(lambda x, t: task._velocity(x, t, task._prompt({}, 3, "cpu")), noise, 4)
     torch.testing.assert_close(student, expected, rtol=1e-5, atol=1e-6)  # the copy, before training
@@ -62,6 +64,8 @@ def test_teacher_lora_is_base_plus_file_and_the_student_starts_as_its_copy(tmp_p
     shipped = load_file(str(task.export(tmp_path / "student")))
     assert shipped and not any("teacher" in key for key in shipped)  # the student stands alone on the base
     assert sorted(shipped) == sorted(load_file(str(lora)))
+    narrow = FluxDistillTask(transformer_config=TINY, teacher_lora=str(lora), rank=1)  # never below the teacher's
+    assert narrow.transformer.peft_config["default"].r == 2
 
 
 def test_student_inputs_sit_on_its_samplers_levels_and_the_regression_is_known():

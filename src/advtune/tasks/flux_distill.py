@@ -46,7 +46,7 @@ class FluxDistillTask(FluxAdapterTask):
 
     Args (the base, adapters, latents and validation ones as :class:`~advtune.tasks.flux_lora.FluxLoRATask`):
         teacher_lora: diffusers-format LoRA file: the teacher is the base plus it, and the student
-            starts as a copy of it (its rank, alpha and targets; ``adapter_type=lora`` only).
+            starts equal to it (its targets and scale, rank ``max(rank, its rank)``; ``adapter_type=lora`` only).
         teacher_steps: Euler steps of the teacher (samples for the cache, validation, evaluation).
         student_steps: step counts the student is trained for; ``t`` is drawn from their levels.
         student_input: ``paired`` (the sample's own noise), ``rollout`` (its own sampler's state from that
@@ -118,7 +118,7 @@ class FluxDistillTask(FluxAdapterTask):
 
         transformer.requires_grad_(False)
         load_teacher_lora(transformer, self.teacher_lora)
-        add_student_from_teacher(transformer)
+        add_student_from_teacher(transformer, rank)
         return None
 
     # ---- the teacher ---------------------------------------------------------------------------

@@ -4,9 +4,11 @@
   (:class:`advtune.adapters.set_adapters_enabled`), as the feature discriminator runs it.
 * ``teacher_lora=FILE`` (a diffusers-format LoRA, e.g. the domain LoRA of an earlier ``advtune train``):
   two peft adapters sit on the base. ``"teacher"`` is loaded from the file and frozen; the trainable
-  student ``"default"`` gets the teacher's ``LoraConfig`` (rank, alpha, targets) and starts as an
-  exact copy of its weights. Only ``"default"`` is exported, so the student LoRA stands alone on the
-  base. :func:`active_adapter` switches which one runs.
+  student ``"default"`` gets the teacher's targets and scale ``α/r`` and starts equal to it: with a
+  rank ``r_s`` above the teacher's ``r_t`` its factors are ``A_s = [A_t; A_new]`` and
+  ``B_s = [B_t, 0]`` (``A_new`` initialised as LoRA does), so ``B_s A_s = B_t A_t`` and the extra rank
+  is free to learn. Only ``"default"`` is exported, so the student LoRA stands alone on the base.
+  :func:`active_adapter` switches which one runs.
 """
 
 from __future__ import annotations
@@ -56,19 +58,24 @@ def load_teacher_lora(transformer: nn.Module, path: str | Path) -> None:
             param.requires_grad_(False)
 
 
-def add_student_from_teacher(transformer: nn.Module) -> None:
-    """Add the trainable ``"default"`` adapter with the teacher's config, equal to the teacher's weights;
-    make it the active adapter (the teacher runs only inside :func:`active_adapter`)."""
+def add_student_from_teacher(transformer: nn.Module, rank: int) -> None:
+    """Add the trainable ``"default"`` adapter equal to the teacher, of rank ``max(rank, teacher's)``
+    (uniform ranks only; per-module ``rank_pattern`` teachers keep their own); make it the active one."""
     config = copy.deepcopy(transformer.peft_config[TEACHER_ADAPTER])
     config.inference_mode = False
+    if int(rank) > config.r and not config.rank_pattern and not config.alpha_pattern:
+        config.lora_alpha, config.r = config.lora_alpha * int(rank) / config.r, int(rank)  # same scale α/r
     with warnings.catch_warnings():  # peft notes that a second adapter joins the first: that is the point
         warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
         transformer.add_adapter(config, adapter_name=_STUDENT_ADAPTER)
     with torch.no_grad():
         for layer in _tuner_layers(transformer):
-            for factors in (layer.lora_A, layer.lora_B):
-                if TEACHER_ADAPTER in factors:
-                    factors[_STUDENT_ADAPTER].weight.copy_(factors[TEACHER_ADAPTER].weight)
+            if TEACHER_ADAPTER in layer.lora_A:
+                teacher_a, teacher_b = layer.lora_A[TEACHER_ADAPTER].weight, layer.lora_B[TEACHER_ADAPTER].weight
+                layer.lora_A[_STUDENT_ADAPTER].weight[: teacher_a.shape[0]].copy_(teacher_a)
+                student_b = layer.lora_B[_STUDENT_ADAPTER].weight
+                student_b.zero_()
+                student_b[:, : teacher_b.shape[1]].copy_(teacher_b)
     transformer.set_adapter(_STUDENT_ADAPTER)
     for name, param in transformer.named_parameters():
         param.requires_grad_(f".{_STUDENT_ADAPTER}." in name)
