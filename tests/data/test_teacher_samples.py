@@ -84,3 +84,26 @@ def test_resume_is_exact_with_the_teacher_cache(tmp_path, capsys):
     assert any("lora_B" in key for key in full["state_dict"])
     for key, value in full["state_dict"].items():
         torch.testing.assert_close(cut["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_ranks_share_the_build_and_train_on_one_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "teacher_cache"
+    overrides = _overrides(tmp_path / "out", cache, **{"trainer.max_steps": 3, "trainer.devices": 2})
+    proc = subprocess.run([sys.executable, "-m", "advtune.cli", "train", *overrides], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("caching 64 of 64 teacher samples") == 1  # said once, by rank 0
+    shards = sorted(p.name for p in next(cache.iterdir()).iterdir())
+    assert shards == [f"shard-{i:05d}.safetensors" for i in range(4)]  # ranks 0 and 1 wrote two each, no leftovers
+    single = TeacherSampleDataModule(DigitsLatentDataModule(digits=[0, 1]), str(cache), num_samples=64, shard_size=16)
+    single.setup("fit")
+    task = FluxDistillTask(transformer_config={**TINY, "num_attention_heads": 4}, rank=8, teacher_steps=2)  # the run's
+    assert single.build(task).directory == next(cache.iterdir())  # what one process would have built
+    checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
