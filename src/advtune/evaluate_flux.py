@@ -116,13 +116,18 @@ def _header(lora: Path) -> dict[str, str]:
 
 
 @torch.no_grad()
-def evaluate_flux(task: Any, steps: list[int], num_samples: int, seed: int, digits: list[int] | None,
-                  prompts: list[str], out_dir: Path) -> dict[str, Any]:
+def evaluate_flux(task: Any, steps: list[int], teacher_steps: int, num_samples: int, seed: int,
+                  digits: list[int] | None, prompts: list[str], out_dir: Path) -> dict[str, Any]:
     """Render teacher and student columns from the same noise; score them (see the module docstring)."""
     from advtune.tasks.flux_validation import render_prompt_grid
     from advtune.visualize import save_side_by_side
 
-    columns = {f"teacher, {_teacher_steps(task)} steps": _teacher(task)}
+    if hasattr(task, "teacher_sample"):  # a distillation run's own teacher
+        task.teacher_steps = teacher_steps
+        teacher = lambda num, g, i=0: task.teacher_sample(num, g, prompt_index=i)  # noqa: E731
+    else:  # the model itself, at many steps
+        teacher = lambda num, g, i=0: task.sample(num, g, teacher_steps, prompt_index=i)  # noqa: E731
+    columns = {f"teacher, {teacher_steps} steps": teacher}
     columns.update({f"student, {n} step{'s' if n > 1 else ''}": (lambda num, g, i=0, n=n: task.sample(num, g, n, i))
                     for n in steps})
     results: dict[str, Any] = {"columns": list(columns), "rows": {}}
@@ -145,16 +150,6 @@ def evaluate_flux(task: Any, steps: list[int], num_samples: int, seed: int, digi
                                   "rms_to_teacher": _rms(batch, teacher)}
     save_side_by_side({label: batch[:64] for label, batch in images.items()}, out_dir / "teacher_vs_student.png")
     return results
-
-
-def _teacher(task: Any):
-    if hasattr(task, "teacher_sample"):
-        return lambda num, g, i=0: task.teacher_sample(num, g, prompt_index=i)
-    return lambda num, g, i=0: task.sample(num, g, _teacher_steps(task), prompt_index=i)
-
-
-def _teacher_steps(task: Any) -> int:
-    return int(getattr(task, "teacher_steps", None) or getattr(task, "evaluation_teacher_steps", 32))
 
 
 def _rms(images: torch.Tensor, teacher: torch.Tensor) -> float:
@@ -194,9 +189,7 @@ def main(overrides: list[str]) -> None:
         task, source, snapshot = load_lora_student(args), args["lora"], args["pretrained"] or None
     if not isinstance(task, FluxAdapterTask):
         raise ConfigError(f"evaluate: {source} holds a {type(task).__name__}, not a Flux run")
-    if args["teacher_steps"]:
-        setattr(task, "teacher_steps" if hasattr(task, "teacher_steps") else "evaluation_teacher_steps",
-                int(args["teacher_steps"]))
+    teacher_steps = int(args["teacher_steps"] or getattr(task, "teacher_steps", 32))
     if args["guidance_scale"]:
         task.validation_guidance_scale = float(args["guidance_scale"])
     prompts: list[str] = []
@@ -218,7 +211,7 @@ def main(overrides: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [int(n) for n in args["steps"].split(",") if n]
     with weights:
-        results = evaluate_flux(task, steps, num_samples, int(args["seed"]), digits, prompts, out_dir)
+        results = evaluate_flux(task, steps, teacher_steps, num_samples, int(args["seed"]), digits, prompts, out_dir)
     results.update(source=str(source), num_samples=num_samples, digits=digits, prompts=prompts, seed=int(args["seed"]))
     (out_dir / "flux_evaluation.json").write_text(json.dumps(results, indent=2))
     what = f"digits {digits}" if not prompts else f"{len(prompts)} prompt(s)"

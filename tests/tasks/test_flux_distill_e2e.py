@@ -78,6 +78,14 @@ def test_evaluate_a_digits_run_and_its_one_line_errors(tmp_path, capsys):
     assert results["digits"] == [0, 1] and set(results["rows"]) == {"teacher, 2 steps", "student, 1 step",
                                                                     "student, 2 steps"}
     assert all(0 <= row["precision"] <= 1 and row["fd"] >= 0 for row in results["rows"].values())
+    lora_run = tmp_path / "lora_run"  # a flow-matching LoRA run: its teacher is itself at teacher_steps
+    train(compose_config(["experiment=flux_lora_latent_adv", f"output_dir={lora_run}", "use_latent_adv=false",
+                          "data.digits=[5,6]", "trainer.max_steps=2", "task.num_validation_samples=16",
+                          "trainer.val_check_interval=50", "trainer.enable_progress_bar=false"]))
+    assert main(["evaluate", f"ckpt_path={lora_run / 'checkpoints' / 'last.ckpt'}", "num_samples=32", "steps=2",
+                 "teacher_steps=4", f"out_dir={tmp_path / 'lora_report'}"]) == 0
+    results = json.loads((tmp_path / "lora_report" / "flux_evaluation.json").read_text())
+    assert results["columns"] == ["teacher, 4 steps", "student, 2 steps"] and results["digits"] == [5, 6]
     for bad, message in ((["lora=x.safetensors"], "needs its base"), (["ckpt_path=a", "steps=0"], "steps must be"),
                          (["ckpt_path=a", "colour=red"], "unknown argument"), ([], "give ckpt_path")):
         try:
