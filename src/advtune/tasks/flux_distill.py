@@ -8,7 +8,8 @@ the teacher does in ``teacher_steps``. Batches come from the teacher-sample cach
 noise it was sampled from. Per batch:
 
 * ``t`` = one of the levels the student's own ``k``-step samplers visit (``student_steps``, with the
-  sampling shift at this latent size: :func:`~advtune.tasks.flow_matching.sampler_levels`);
+  sampling shift at this latent size: :func:`~advtune.tasks.flow_matching.sampler_levels`), the
+  distinct levels equally likely (``rollout``: each position ``(k, i)`` of the samplers);
 * the student's input: ``x_t = (1 − t)·x0 + t·ε`` with the sample's own noise (``student_input=paired``:
   the state its Euler sampler reaches when its earlier steps were right), or with fresh noise
   (``fresh``, as LADD), or the state its own sampler reaches from ``ε`` (``rollout``, no gradient
@@ -16,7 +17,7 @@ noise it was sampled from. Per batch:
 * ``real`` = the teacher samples (a ``real_mix`` fraction replaced by data latents), both re-noised
   to ``σ`` by the discriminator (latent D, or the teacher's own features with ``flux_features``);
 * ``base_losses = {"distill": w · MSE(x̂0, x0)}``: the regression to the teacher's output from the
-  same noise (``regression_weight`` ``w``; paired inputs only; 0 = LADD's adversarial loss alone).
+  same noise (``regression_weight`` ``w``; paired or rollout inputs; 0 = LADD's adversarial loss alone).
 """
 
 from __future__ import annotations
