@@ -13,11 +13,14 @@ The tiny Flux base of ``make demo`` (``scripts/flux_demo.py``, trained on digits
 Every model is scored by :func:`advtune.metrics.evaluate_digits`: ``--samples`` samples from the same
 noise (a seed no run trains or validates with) against all real images of the case's digits, in
 the independent classifier's features. The teacher samples (``data=teacher_samples``) are cached in
-``--out``/teacher_cache and shared by the seeds (same teacher, same samples). Prints the tables (mean ±
-sample std) with the per-seed ratios and writes ``results.json`` and ``table.md`` to ``--out``.
+``--out``/teacher_cache and shared by runs with the same teacher. Each run writes
+``--out/runs/<label>_seeds<...>.json``; the table (mean ± sample std over every seed run so far under
+that label, with the per-seed ratios) is printed and appended to ``--out/table.md``, so seeds may run
+in parallel processes (``--seeds 1``, ``--seeds 2``...) and the last one prints all three.
 
-    python benchmarks/bench_flux_distill.py --case base [--seeds 0 1 2] [--steps 1000] [override ...]
-    python benchmarks/bench_flux_distill.py --case domain --out outputs/distill_domain
+    python benchmarks/bench_flux_distill.py --case base [--seeds 0 1 2]           # 8,000 updates, 32,768 samples
+    python benchmarks/bench_flux_distill.py --case domain --out outputs/distill_domain   # 6,000, 16,384 per teacher
+    python benchmarks/bench_flux_distill.py --case base --label paired task.student_input=paired  # a variant
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--case", choices=sorted(DIGITS), default="base")
     parser.add_argument("--out", default=None, help="default: outputs/distill_<case>")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1000, help="student updates per run")
-    parser.add_argument("--teacher-samples", type=int, default=4096, help="teacher samples in the cache")
+    parser.add_argument("--steps", type=int, default=None, help="student updates per run (base 8000, domain 6000)")
+    parser.add_argument("--teacher-samples", type=int, default=None,
+                        help="teacher samples in the cache (base 32768, domain 16384 per teacher)")
     parser.add_argument("--samples", type=int, default=1000, help="samples per model and step count (>= 1000)")
     parser.add_argument("--teacher-steps", type=int, default=32)
     parser.add_argument("--label", default="student", help="row name of this variant")
@@ -55,11 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the student runs, e.g. task.regression_weight=0")
     args = parser.parse_args(argv)
     args.out = Path(args.out or f"outputs/distill_{args.case}")
+    args.steps = args.steps or {"base": 8000, "domain": 6000}[args.case]
+    args.teacher_samples = args.teacher_samples or {"base": 32768, "domain": 16384}[args.case]
     args.min_samples, args.base_steps, args.lora_steps = 1000, 2000, 600
     args.cache, args.adv_start = str(ROOT / ".demo_cache"), None
     if args.quick:
         args.steps, args.teacher_samples, args.samples, args.min_samples = 8, 128, 64, 16
-        args.base_steps, args.lora_steps = 20, 10
+        args.base_steps, args.lora_steps, args.cache = 20, 10, str(args.out / "base_cache")
     return args
 
 
@@ -119,19 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     from advtune.console import quiet_dependencies
 
     quiet_dependencies()
-    from advtune.metrics.seed_table import seed_table
     from advtune.tasks.flux_lora import FluxLoRATask
     from advtune.visualize import save_side_by_side
 
     torch.set_num_threads(args.threads)
     started = time.time()
     base_dir = flux_demo.base_model(args, args.out)
-    results_file = args.out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     rows: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, list[float]] = {}
 
-    def record(name: str, step_scores: dict[int, dict], label: str = "") -> None:
+    def record(name: str, step_scores: dict[int, dict]) -> None:
         for n, values in step_scores.items():
             for metric, _, _ in METRICS:
                 rows.setdefault(name, {}).setdefault(f"{metric}@{n}", []).append(values[metric])
@@ -159,9 +162,32 @@ def main(argv: list[str] | None = None) -> None:
         record(args.label, student_scores)
         for n in STUDENT_STEPS:
             grids.setdefault(f"student, {n} step{'s' if n > 1 else ''}", student_grids[n])
-    columns = [f"{m}@{n}" for m, _, _ in METRICS for n in [*STUDENT_STEPS, 8, args.teacher_steps]]
-    titles = {f"{m}@{n}": f"{t} @ {n}" for m, t, _ in METRICS for n in [*STUDENT_STEPS, 8, args.teacher_steps]}
-    decimals = {f"{m}@{n}": d for m, _, d in METRICS for n in [*STUDENT_STEPS, 8, args.teacher_steps]}
+    runs = args.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    run = {"seeds": args.seeds, "rows": rows, "train_s": timing["train_s"], "args": {k: str(v) for k, v in vars(args).items()}}
+    (runs / f"{args.label}_seeds{'-'.join(map(str, args.seeds))}.json").write_text(json.dumps(run, indent=2))
+    save_side_by_side(grids, args.out / f"{args.label}_seed{args.seeds[0]}_grid.png")
+    report(args)
+    print(f"({time.time() - started:.0f} s) grids: {args.out / f'{args.label}_seed{args.seeds[0]}_grid.png'}")
+
+
+def report(args: argparse.Namespace) -> None:
+    """Merge every run of ``args.label`` in ``--out/runs``; print and append the table with per-seed ratios."""
+    from advtune.metrics.seed_table import seed_table
+
+    rows: dict[str, dict[str, list[float]]] = {}
+    seeds, seconds = [], []
+    for path in sorted((args.out / "runs").glob(f"{args.label}_seeds*.json")):
+        run = json.loads(path.read_text())
+        seeds += run["seeds"]
+        seconds += run["train_s"]
+        for name, cells in run["rows"].items():
+            for column, values in cells.items():
+                rows.setdefault(name, {}).setdefault(column, []).extend(values)
+    counts = [*STUDENT_STEPS, 8, args.teacher_steps]
+    columns = [f"{m}@{n}" for m, _, _ in METRICS for n in counts]
+    titles = {f"{m}@{n}": f"{t} @ {n}" for m, t, _ in METRICS for n in counts}
+    decimals = {f"{m}@{n}": d for m, _, d in METRICS for n in counts}
     table = seed_table(rows, columns, decimals, titles)
     teacher_row = next(name for name in rows if name.startswith("teacher"))
     reference = "independent/fd@8" if args.case == "domain" else f"independent/fd@{args.teacher_steps}"
@@ -169,18 +195,13 @@ def main(argv: list[str] | None = None) -> None:
               for n in STUDENT_STEPS}
     ratio_line = "; ".join(f"{n} step{'s' if n > 1 else ''}: " + " / ".join(f"{r:.2f}" for r in values)
                            for n, values in ratios.items())
-    note = (f"{args.label} vs the teacher's FD at {reference.split('@')[1]} steps, per seed {args.seeds}: {ratio_line}. "
+    note = (f"{args.label} FD over the teacher's FD at {reference.split('@')[1]} steps, per seed {seeds}: {ratio_line}. "
             f"{args.samples} samples per cell from seed {flux_demo.SAMPLE_SEED} vs all real digits {DIGITS[args.case]}; "
-            f"{args.steps} student updates ({sum(timing['train_s']) / len(args.seeds):.0f} s per run incl. validation); "
+            f"{args.steps} student updates ({sum(seconds) / len(seconds):.0f} s per run incl. validation, loaded CPU); "
             f"{args.teacher_samples} teacher samples at {args.teacher_steps} steps; overrides {args.overrides or 'none'}.")
     print("\n" + table + "\n\n" + note)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results[args.label] = {"rows": rows, "ratios": ratios, "args": {k: str(v) for k, v in vars(args).items()}}
-    results_file.write_text(json.dumps(results, indent=2))
     with (args.out / "table.md").open("a") as handle:
-        handle.write(f"\n## {args.label}\n\n{table}\n\n{note}\n")
-    save_side_by_side(grids, args.out / f"{args.label}_grid.png")
-    print(f"({time.time() - started:.0f} s) grids: {args.out / (args.label + '_grid.png')}")
+        handle.write(f"\n## {args.label} (seeds {seeds})\n\n{table}\n\n{note}\n")
 
 
 if __name__ == "__main__":

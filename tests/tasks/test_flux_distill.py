@@ -69,7 +69,8 @@ def test_teacher_lora_is_base_plus_file_and_the_student_starts_as_its_copy(tmp_p
 
 
 def test_student_inputs_sit_on_its_samplers_levels_and_the_regression_is_known():
-    task = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1, 2, 4], regression_weight=0.5)
+    task = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1, 2, 4], regression_weight=0.5,
+                           student_input="paired")
     assert task.student_levels(8, 8) == [1.0, 0.75, 0.5, 0.25]
     assert FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[2], sample_shift=3.0).student_levels(8, 8) == \
         pytest.approx([1.0, 0.75])
@@ -90,7 +91,7 @@ def test_student_inputs_sit_on_its_samplers_levels_and_the_regression_is_known()
 
 def test_rollout_inputs_are_the_students_own_sampler_states():
     x0, noise = torch.rand(6, 1, 8, 8) * 2 - 1, torch.randn(6, 1, 8, 8)
-    paired = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1])
+    paired = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1], student_input="paired")
     rolled = FluxDistillTask(transformer_config=TINY, rank=2, student_steps=[1], student_input="rollout")
     torch.manual_seed(0)
     expected = paired.generator_predict({"latents": x0, "noise": noise})

@@ -100,8 +100,8 @@ class TeacherSampleDataModule(lightning.LightningDataModule):
     Args:
         source: the wrapped data module (digits latents, an image folder with captions...).
         cache_dir: where ``teacher-<key>/`` goes; share it between runs with the same teacher.
-        num_samples: teacher samples in all (``None``: ``samples_per_prompt`` × the source's items).
-        samples_per_prompt: samples per source item when ``num_samples`` is ``None``.
+        num_samples: teacher samples of the null prompt, for a source without captions (digits).
+        samples_per_prompt: samples per source item (caption) for a source with prompt embeddings.
         shard_size: items per shard file.
         generate_batch_size: samples per teacher call while building.
         sample_seed: seeds each item's noise (not the training seed: runs of several seeds share a cache).
@@ -167,7 +167,8 @@ class TeacherSampleDataModule(lightning.LightningDataModule):
             raise ConfigError(f"data=teacher_samples needs a task with a teacher (experiment=flux_lora_distill); "
                               f"{type(task).__name__} has none")
         source = self._source_items()
-        num_items = int(self.num_samples or self.samples_per_prompt * len(source))
+        captioned = "prompt_embeds" in source[0]
+        num_items = self.samples_per_prompt * len(source) if captioned else int(self.num_samples or len(source))
         directory = self.cache_dir / f"teacher-{self._key(task.teacher_fingerprint(), source, num_items)}"
         cache = TeacherSampleCache(directory, num_items, self.shard_size)
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
