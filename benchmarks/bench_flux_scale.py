@@ -3,13 +3,20 @@
 FLUX.1-dev's transformer config (width 3,072, 24 heads, T5 width 4,096, CLIP 768, guidance
 embedding) with random weights (nothing is downloaded), gradient checkpointing, peft LoRA rank 16
 on the default targets, 512×512 images (64×64×16 latents = 1,024 image tokens) and 512 text
-tokens, batch 1. Six configurations, each in its own child process:
+tokens, batch 1. Configurations (``--configs``, default all), each in its own child process:
 
 * ``fm``: flow matching only (generator forward, MSE, backward, Adam);
 * ``latent``: hybrid + the shipped latent D (``discriminator=latent``): G's adversarial term and one D update;
 * ``feature``: hybrid + the feature D (``discriminator=flux_features``, heads of width 256 on blocks of the
-  frozen base, adapters off: more transformer passes in both phases);
-* each with the base in ``--dtype`` and with an 8-bit (torchao int8 weight-only) base.
+  frozen base, adapters off: more transformer passes in both phases), its blocks checkpointed with the
+  adapters off (the default when the base has gradient checkpointing);
+* ``feature_full``: the same without that checkpointing (every block's activations kept, as before);
+* ``distill``: a student update of ``experiment=flux_lora_distill`` (``FluxDistillTask``: one student
+  forward at a sampler level, the regression to the cached teacher sample) + the latent D;
+* ``distill_feature``: the same with the feature D (the teacher's own features, checkpointed: LADD);
+* each with the base in ``--dtype`` and with an 8-bit (torchao int8 weight-only) base. The teacher's
+  one-time sampling of the cache is not part of a student update (it is ``teacher_steps`` no-grad
+  forwards per sample, reported apart as ``teacher_sample_s``).
 
 On a GPU run it at full depth (``--double 19 --single 38``, bf16). On a CPU the default is one
 double and one single block in float32 (bf16 matmuls run ~350× slower than float32 on CPUs without
@@ -45,7 +52,9 @@ from pathlib import Path
 FLUX_DEV = {"in_channels": 64, "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
             "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": (16, 56, 56)}
 FULL_DEPTH = (19, 38)
-CONFIGS = [(mode, quant) for quant in ("none", "int8") for mode in ("fm", "latent", "feature")]
+MODES = ("fm", "latent", "feature", "feature_full", "distill", "distill_feature")
+CONFIGS = [(mode, quant) for quant in ("none", "int8") for mode in MODES]
+CHECKPOINTED_FEATURES, FULL_FEATURES, DEPTH_FREE_D = ("feature", "distill_feature"), ("feature_full",), ("latent", "distill")
 
 
 def _nbytes(tensor) -> int:
@@ -77,6 +86,7 @@ def run_one(mode: str, quant: str, args: argparse.Namespace) -> dict:
     from advtune.discriminators.flux import FluxTransformer2DDiscriminator
     from advtune.discriminators.latent import LatentDiscriminator
     from advtune.models.flux_base import load_flux_base
+    from advtune.tasks.flux_distill import FluxDistillTask
     from advtune.tasks.flux_lora import FluxLoRATask
     from bench_flux_lora import two_player_step  # the benchmarks folder is the script's: on sys.path
 
@@ -87,16 +97,22 @@ def run_one(mode: str, quant: str, args: argparse.Namespace) -> dict:
     config = {**FLUX_DEV, "num_layers": args.double, "num_single_layers": args.single, "seed": None}
     torch.manual_seed(0)
     base = load_flux_base(None, None, None, config, dtype, None if quant == "none" else quant, gradient_checkpointing=True)
-    task = FluxLoRATask(transformer=base, rank=16, alpha=16.0, latent_channels=16, latent_size=64,
-                        digits_metric=False).to(device)
-    batch = {"latents": torch.randn(1, 16, 64, 64, device=device),
+    # A distillation step with paired inputs: one student forward, as a flow-matching step has. The shipped
+    # rollout inputs add the earlier steps of the student's own sampler without gradient: on average one
+    # forward per sample for student_steps [1, 2, 4] (report() adds it from the measured forward time).
+    kind = dict(student_input="paired") if mode.startswith("distill") else {}
+    task = (FluxDistillTask if kind else FluxLoRATask)(transformer=base, rank=16, alpha=16.0, latent_channels=16,
+                                                         latent_size=64, digits_metric=False, **kind).to(device)
+    batch = {"latents": torch.randn(1, 16, 64, 64, device=device), "noise": torch.randn(1, 16, 64, 64, device=device),
              "prompt_embeds": torch.randn(1, 512, 4096, device=device), "pooled_prompt_embeds": torch.randn(1, 768, device=device)}
     disc = None
-    if mode == "latent":
+    if mode in ("latent", "distill"):
         disc = LatentDiscriminator(in_channels=16, base_channels=32, num_layers=2, embedding_dim=64).to(device)
-    elif mode == "feature":
+    elif mode in (*CHECKPOINTED_FEATURES, *FULL_FEATURES):
         blocks = list(range(args.double + args.single))
-        disc = FluxTransformer2DDiscriminator(base, block_indices=blocks, head_dim=256, embedding_dim=256).to(device)
+        kwargs = {k: v for k, v in task.discriminator_kwargs().items() if k != "transformer"}  # the teacher
+        disc = FluxTransformer2DDiscriminator(base, block_indices=blocks, head_dim=256, embedding_dim=256,
+                                              gradient_checkpointing=mode not in FULL_FEATURES, **kwargs).to(device)
     calculator = AdversarialLossCalculator(loss_type="hinge", adversarial_weight=0.1)
     g_params = list(task.trainable_parameters())
     g_opt = torch.optim.Adam(g_params, lr=1e-4)
@@ -134,6 +150,11 @@ def run_one(mode: str, quant: str, args: argparse.Namespace) -> dict:
         result[f"{kind}_lora_gib"] = 16 * sum(p.numel() for p in block.parameters() if p.requires_grad) / 2**30
     if mode == "fm":
         result["forward_s"] = _forward_profile(task, batch, blocks, cuda)
+    if mode == "distill":  # the one-time sampling of the cache: one no-grad teacher step (x teacher_steps per sample)
+        task.teacher_steps = 1
+        start = clock()
+        task.teacher_generate(batch["noise"], batch["prompt_embeds"], batch["pooled_prompt_embeds"])
+        result["teacher_step_s"] = clock() - start
     return result
 
 
@@ -183,6 +204,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on a CPU")
     parser.add_argument("--rows", help="JSON file of measured rows: written after each child, re-read to report only")
+    parser.add_argument("--configs", nargs="+", default=None, help="rows to measure, e.g. fm:none distill:int8 (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -190,10 +212,13 @@ def main() -> None:
         return
     saved = json.loads(Path(args.rows).read_text()) if args.rows and Path(args.rows).is_file() else []
     rows = {(row["mode"], row["quant"]): row for row in saved}
-    for mode, quant in CONFIGS:
+    wanted = [tuple(c.split(":")) for c in args.configs] if args.configs else CONFIGS
+    wanted += [("fm", quant) for _, quant in wanted if ("fm", quant) not in wanted]  # every ratio's reference
+    for mode, quant in [c for c in CONFIGS if c in wanted]:
         if (mode, quant) in rows:
             continue
-        command = [sys.executable, __file__, "--child", f"{mode}:{quant}"] + sys.argv[1:]
+        command = [sys.executable, __file__, "--child", f"{mode}:{quant}"] + [
+            a for a in sys.argv[1:] if a not in (args.configs or [])and a != "--configs"]
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
             sys.exit(f"{mode}/{quant} failed:\n{child.stderr[-3000:]}")
@@ -201,7 +226,7 @@ def main() -> None:
         print(f"measured {mode}/{quant}: {rows[mode, quant]['step_s']:.1f} s/step, {rows[mode, quant]['peak_gib']:.2f} GiB", flush=True)
         if args.rows:
             Path(args.rows).write_text(json.dumps(list(rows.values())))
-    report({key: rows[key] for key in CONFIGS}, args)
+    report({key: rows[key] for key in CONFIGS if key in rows and key in wanted}, args)
 
 
 def report(rows: dict, args: argparse.Namespace) -> None:
@@ -220,12 +245,15 @@ def report(rows: dict, args: argparse.Namespace) -> None:
     full = {}
     for (mode, quant), row in rows.items():
         reference = rows["fm", quant]
-        seconds = row["step_s"] * time_scale if mode != "latent" else \
+        # A latent D's own cost does not grow with depth: the fm-like part is scaled, its extra added as measured.
+        seconds = row["step_s"] * time_scale if mode not in DEPTH_FREE_D else \
             reference["step_s"] * time_scale + (row["step_s"] - reference["step_s"])
         checkpoint_gib = 1536 * 3072 * (2 if row["dtype"] != "float32" else 4) / 2**30  # block input kept per block
-        # The feature D runs the base without checkpointing (a recomputation would switch the adapters
-        # back on), so G's backward through it keeps every block's activations: its extra peak per block.
-        kept = max(row["peak_gib"] - reference["peak_gib"], 0.0) / (args.double + args.single) if mode == "feature" else 0.0
+        kept = 0.0
+        if mode in FULL_FEATURES:  # G's backward through the uncheckpointed teacher keeps every block's activations
+            kept = max(row["peak_gib"] - reference["peak_gib"], 0.0) / (args.double + args.single)
+        elif mode in CHECKPOINTED_FEATURES:  # checkpointed: the teacher's block inputs, beside the generator's
+            kept = checkpoint_gib
         per_block = {kind: row[f"{kind}_weights_gib"] + row[f"{kind}_lora_gib"] + checkpoint_gib + kept
                      for kind in ("double", "single")}
         memory = row["peak_gib"] + extra_d * per_block["double"] + extra_s * per_block["single"]
@@ -235,8 +263,17 @@ def report(rows: dict, args: argparse.Namespace) -> None:
         print(f"{mode + '/' + quant:<16}{row['step_s']:>9.1f}{row['step_s'] / reference['step_s']:>7.2f}"
               f"{row['peak_gib']:>10.2f}{row['peak_gib'] / reference['peak_gib']:>7.2f} | {seconds:>12.1f}"
               f"{seconds / base_seconds:>7.2f}{memory:>10.1f}{memory / base_memory:>7.3f}{as_bf16:>15.1f}")
+    if ("distill", "none") in rows:
+        rollout = forward["total"] * time_scale * (0 + 0 + 1 + 0 + 1 + 2 + 3) / 7  # E[i] forwards over (k, i)
+        print(f"distill rows use paired inputs; the shipped rollout inputs add on average one no-grad forward per "
+              f"sample: {rollout:.0f} s at full depth, {rollout / full['fm', 'none'][0]:.2f}x fm (time only)")
+        step = rows["distill", "none"]["teacher_step_s"]
+        print(f"teacher sampling for the cache (one-time, not in a student update): {step:.1f} s per sample and teacher "
+              f"step here, {step * time_scale:.0f} s at full depth, x28 steps = {28 * step * time_scale:.0f} s per sample "
+              f"({'GPU' if fm['device'] == 'cuda' else 'CPU'}, {fm['dtype']})")
     print("goals: latent D <= 1.15x fm time and <= 1.05x memory; feature D <= 2.4x time; int8 latent-D job in 24 GB "
-          "(22.4 GiB)")
+          "(22.4 GiB); a student update (distill) <= 1.5x fm time; teacher features (feature, checkpointed) <= 1.3x "
+          "fm memory, with int8 too")
 
 
 def full_depth_bf16_gib(row: dict, args: argparse.Namespace) -> float:

@@ -89,7 +89,9 @@ these values replace the experiment's digits-toy defaults (`advtune.profiles`): 
 guidance-distilled snapshot, `flux1-schnell` otherwise. Keys given on the command line keep the
 user's value; `profile=none` keeps the experiment's own. The header line names the profile, and the
 run's `config.yaml` holds the values used. Rows marked LoRA apply to `task.adapter_type=lora` only
-(LyCORIS keeps the experiment's lr and rank).
+(LyCORIS keeps the experiment's lr and rank); rows marked "fm job" only to the flow-matching / latent
+adversarial job, "distillation" only to `experiment=flux_lora_distill` (whose rank, length and
+adversarial weights are its own).
 """
 
 
@@ -101,6 +103,7 @@ def render_profile() -> list[str]:
     rows = [PROFILE_INTRO, "| option | value | source |", "|---|---|---|"]
     for entry in FLUX1_PROFILE:
         scope = " (LoRA)" if entry.lora_only else ""
+        scope += {("lora",): " (fm job)", ("distill",): " (distillation)"}.get(tuple(entry.jobs), "")
         rows.append(f"| `{entry.key}`{scope} | {entry.shown} | {entry.source.replace('|', chr(92) + '|')} |")
     return rows
 

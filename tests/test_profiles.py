@@ -40,6 +40,18 @@ def test_a_flux1_dev_snapshot_gets_the_profile_and_the_digits_toy_keeps_its_own(
     assert base.profile is None and base.trainer.max_steps == 2000 and base.module.generator_optimizer.lr == 1e-3
 
 
+def test_the_distillation_job_takes_the_inference_settings_and_keeps_its_own_rank_and_length(tmp_path, tiny_flux_snapshot):
+    cfg = compose_config(["experiment=flux_lora_distill", f"pretrained={tiny_flux_snapshot}", "data@data.source=image_folder",
+                          f"data.source.image_dir={tmp_path}"])
+    assert cfg.profile == "flux1-dev"
+    assert (cfg.task.teacher_steps, cfg.task.validation_guidance_scale, cfg.module.generator_optimizer.lr) == (28, 3.5, 1e-4)
+    assert (cfg.task.base_dtype, cfg.task.gradient_checkpointing, cfg.trainer.accelerator) == ("bfloat16", True, "auto")
+    # its own: rank 32, 8,000 updates, few-step validation, its adversarial weight and warm-up
+    assert (cfg.task.rank, cfg.trainer.max_steps, list(cfg.task.validation_num_steps)) == (32, 8000, [1, 2, 4])
+    assert (cfg.adversarial.adversarial_weight, cfg.schedule.discriminator_warmup_steps) == (0.5, 50)
+    assert compose_config(["experiment=flux_lora_distill"]).task.teacher_steps == 32  # the digits toy
+
+
 def test_command_line_keys_win_and_profile_none_opts_out(tmp_path, tiny_flux_snapshot):
     cfg = _compose(tiny_flux_snapshot, tmp_path, "task.rank=4", "module.generator_optimizer.lr=3e-4", "trainer.max_steps=10",
                    "task.timestep_shift=1.0", "task.validation_guidance_scale=2.0", "latent_adv_loss_weight=0.5")

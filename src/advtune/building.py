@@ -1,12 +1,11 @@
 """A config becomes objects here, each checked as it is built: ``advtune train`` and ``advtune
 validate-config`` (and ``sample``/``export``/``evaluate``, through ``load_run``) build through these.
 
-Every value is checked before or while its object is built: types against the annotations of the
-``_target_`` it configures (:func:`check_config_types`), ranges and names by the objects themselves
-(they raise :class:`~advtune.config.ConfigError` naming their key, see :mod:`advtune.checks`), and
-what only shows when objects meet — the optimizers on the module's parameters, the data loaders —
-by calling them now (:func:`check_optimizers`, :func:`set_up_data`). Whatever an object refuses
-becomes one line naming the config node.
+Every value is checked before or while its object is built: types against the annotations of the ``_target_``
+it configures (:func:`check_config_types`), ranges and names by the objects themselves (they raise
+:class:`~advtune.config.ConfigError` naming their key, see :mod:`advtune.checks`), and what only shows when
+objects meet (optimizers on the module's parameters, data loaders) by calling them now
+(:func:`check_optimizers`, :func:`set_up_data`). Whatever an object refuses is one line naming the config node.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ __all__ = ["Built", "build", "check_config_types", "check_optimizers", "set_up_d
 @dataclass
 class Built:
     """Everything a config describes, ready for ``Trainer.fit``."""
-
     module: Any
     datamodule: Any
 
@@ -203,11 +201,13 @@ def check_optimizers(cfg: DictConfig, module: Any) -> None:
 
 
 def set_up_data(datamodule: Any, node: Any = None) -> None:
-    """Run the data module's ``setup`` and build its loaders now (Lightning's later calls find the
-    setup done): missing folders, unreadable files and loader settings are reported before the
-    Trainer starts."""
+    """Run the data module's ``setup`` and build its loaders now (Lightning's later calls find the setup
+    done): missing folders, unreadable files and loader settings are reported before the Trainer starts.
+    A module whose loaders need the Trainer (``loaders_need_trainer``: teacher samples) has its ``source`` checked."""
     from lightning import LightningDataModule
 
+    if getattr(datamodule, "loaders_need_trainer", False):
+        return set_up_data(datamodule.source, node.get("source") if node is not None else None)
     try:
         datamodule.setup("fit")
         datamodule.train_dataloader()

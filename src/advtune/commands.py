@@ -19,7 +19,7 @@ COMMANDS = {
     "sample": "write a sample grid (PNG, first 64) and all raw samples (.npy) from ckpt_path=...",
     "export": "write what ships (generator or adapter) and the discriminator from ckpt_path=...",
     "generate": "generate images with a base model and an exported adapter (advtune generate --help)",
-    "evaluate": "score a trained model against held-out data (advtune evaluate --help)",
+    "evaluate": "score a trained model against held-out data; a Flux run or LoRA: student vs teacher (--help)",
     "stylize": "apply a trained style-transfer model to your own images (advtune stylize --help)",
 }
 EXTERNAL_COMMANDS = {"generate": "advtune.generate", "evaluate": "advtune.evaluate", "stylize": "advtune.stylize"}

@@ -6,6 +6,9 @@ with the metrics of :mod:`advtune.metrics.audio`: mel distance, multi-resolution
 SI-SDR, and PESQ and STOI at 16 kHz (wide-band) or 8 kHz (narrow-band PESQ). Written to
 ``out_dir``: ``evaluation.json`` (per clip and mean), ``evaluation.md`` (the table, also
 printed), the reconstructions as WAV and a spectrogram comparison PNG.
+
+Flux runs and LoRA files (``lora=``) go to :mod:`advtune.evaluate_flux`: the student beside its
+teacher from the same noise (digits: FD/precision/recall; a snapshot: per-image distances).
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from advtune.config import ConfigError
+from advtune.evaluate_flux import HELP as FLUX_HELP
 
 __all__ = ["HELP", "main", "evaluate_audio"]
 
 HELP = """usage: advtune evaluate ckpt_path=PATH [data=run] [out_dir=evaluation] [max_clips=0]
                         [allowed_target_prefixes=a.,b.]
+       advtune evaluate ckpt_path=FLUX_RUN.ckpt | lora=FILE pretrained=SNAPSHOT ...   (Flux: see below)
 
 Score a checkpoint written by `advtune train` on held-out data; write evaluation.json and
 evaluation.md (the table, also printed) to out_dir.
@@ -30,7 +35,10 @@ evaluation.md (the table, also printed) to out_dir.
   out_dir     where the tables, reconstructions (WAV) and spectrogram PNG go
   max_clips   score only the first N held-out clips (0: all)
   allowed_target_prefixes   extra `_target_` prefixes the run's config may name
-"""
+
+Flux (a distillation or LoRA run, or a LoRA file): the student beside its teacher.
+
+""" + FLUX_HELP
 
 _ARGS = {"ckpt_path": None, "data": "run", "out_dir": "evaluation", "max_clips": "0",
          "allowed_target_prefixes": ""}
@@ -105,9 +113,29 @@ def _markdown(results: dict[str, Any], checkpoint: str) -> str:
             f"| {head} |\n|{'---|' * len(names)}\n| {row} |\n")
 
 
+def _is_flux(overrides: list[str]) -> bool:
+    """A LoRA file, or a checkpoint whose run config names a Flux task."""
+    if any(item.startswith("lora=") for item in overrides):
+        return True
+    ckpt = next((item.partition("=")[2] for item in overrides if item.startswith("ckpt_path=")), "")
+    if not ckpt or not Path(ckpt).is_file():
+        return False
+    from omegaconf import OmegaConf
+
+    from advtune.training.checkpoint_io import load_checkpoint_file
+
+    text = (load_checkpoint_file(ckpt).get("advtune") or {}).get("config") or ""
+    return text != "" and str(OmegaConf.create(text).get("task", {}).get("_target_", "")).startswith("advtune.tasks.flux")
+
+
 def main(overrides: list[str]) -> None:
     """Entry point of ``advtune evaluate`` (see :data:`HELP`)."""
     from omegaconf import OmegaConf
+
+    if _is_flux(overrides):
+        from advtune import evaluate_flux
+
+        return evaluate_flux.main(overrides)
 
     from advtune.config import compose_config
     from advtune.runner import load_run

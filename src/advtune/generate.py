@@ -24,13 +24,13 @@ Render PNGs with diffusers' FluxPipeline from a local FLUX.1 snapshot and a LoRA
   pretrained=DIR          FLUX.1 snapshot root (model_index.json, transformer/, vae/, text encoders...)
   lora=FILE               adapter safetensors: diffusers/peft LoRA or LyCORIS (LoKr, LoHa); lora=none: the base
   prompt=TEXT             the prompt (quote it: prompt="a cat, sks style")
-  num_steps=4             Euler steps of the pipeline's scheduler
+  num_steps=4             Euler steps of the pipeline's scheduler (a distilled LoRA's recommended count when not given)
   out_dir=generated       where the PNGs go: 000.png, 001.png, ...
   lora_scale=1.0          strength of the LoRA (0: the base)
   seed=0                  image i uses seed + i
   num_images=1            images per prompt
   height=, width=         pixels, multiples of 16 (default: the pipeline's, 1024 for FLUX.1)
-  guidance_scale=3.5      FLUX.1-dev's embedded guidance
+  guidance_scale=3.5      FLUX.1-dev's embedded guidance (a distilled LoRA's recommended one when not given)
   max_sequence_length=512 T5 tokens (FLUX.1-schnell: 256)
   device=auto             auto: cuda when available, else cpu
   dtype=auto              auto: bfloat16 on cuda, float32 on cpu
@@ -104,6 +104,7 @@ def main(overrides: list[str]) -> None:
             load_adapter_file(pipeline, lora, float(args["lora_scale"]))
         except (ValueError, RuntimeError, KeyError) as error:
             raise ConfigError(f"generate: {lora} does not fit the snapshot {snapshot}: {str(error).splitlines()[0]}") from None
+        _recommended_settings(lora, args, {item.partition("=")[0] for item in overrides})
     generators = [torch.Generator().manual_seed(args["seed"] + i) for i in range(args["num_images"])]
     images = pipeline(
         args["prompt"], num_inference_steps=args["num_steps"], guidance_scale=args["guidance_scale"],
@@ -115,3 +116,16 @@ def main(overrides: list[str]) -> None:
     for index, image in enumerate(images):
         image.save(out / f"{index:03d}.png")
     print(f"wrote {len(images)} image(s) to {out} ({args['num_steps']} steps, lora_scale={args['lora_scale']})")
+
+
+def _recommended_settings(lora: Path, args: dict[str, Any], given: set[str]) -> None:
+    """Take the step count and guidance a distilled LoRA recommends in its header, unless given."""
+    from safetensors import safe_open
+
+    with safe_open(str(lora), "pt") as handle:
+        header = handle.metadata() or {}
+    for key, entry, kind in (("num_steps", "advtune_recommended_num_steps", int),
+                             ("guidance_scale", "advtune_recommended_guidance_scale", float)):
+        if key not in given and entry in header:
+            args[key] = kind(header[entry])
+            print(f"{key}={args[key]} (recommended by {lora.name})")

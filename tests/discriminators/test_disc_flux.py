@@ -139,3 +139,50 @@ def test_prepare_input_renoises_once_and_forward_takes_it_as_is():
     assert cond["prepared"] and torch.equal(cond["sigma"], sigma)
     split = disc(noisy, **cond)[0]
     assert all(torch.equal(a, b) for a, b in zip(direct, split))
+
+
+@pytest.mark.parametrize("adapter_type", ["lora", "lokr"])
+def test_checkpointed_teacher_recomputes_with_the_adapters_off(adapter_type, monkeypatch):
+    from advtune.discriminators import flux as flux_disc
+    from advtune.models.flux import null_prompt, predict_velocity
+
+    model, _, adapters = _adapted(adapter_type)
+    x_src = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def adapter_gradients(disc) -> torch.Tensor:
+        fake = predict_velocity(model, x_src, torch.full((2,), 0.7), *null_prompt(model, 2))  # on the adapters' graph
+        logits, _ = disc(fake, sigma=torch.full((2,), 0.5), prepared=True)
+        return torch.cat([g.flatten() for g in torch.autograd.grad(sum(l.sum() for l in logits), adapters)])
+
+    plain = adapter_gradients(_disc(model, gradient_checkpointing=False))
+    checkpointed = adapter_gradients(_disc(model, gradient_checkpointing=True))
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-7)
+    assert plain.abs().max() > 0
+    assert not model.gradient_checkpointing and model._gradient_checkpointing_func is None  # restored
+    # A checkpoint that does not enter the context itself recomputes the blocks with the adapters on:
+    monkeypatch.setattr(flux_disc, "_checkpoint_in", lambda context, block, *args: torch.utils.checkpoint.checkpoint(
+        block, *args, use_reentrant=False))
+    try:
+        naive = adapter_gradients(_disc(model, gradient_checkpointing=True))
+    except torch.utils.checkpoint.CheckpointError:  # the recomputation ran other ops (the adapters'): torch noticed
+        return
+    assert (naive - plain).abs().max() > 1e-4
+
+
+def test_teacher_context_replaces_adapters_off():
+    model, _, _ = _adapted()
+    entered = []
+
+    class Teacher:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return None
+
+    disc = _disc(model, teacher_context=Teacher, gradient_checkpointing=False)
+    with_context = disc.block_features(torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                       torch.full((2,), 0.5))
+    off = _disc(model).block_features(torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                      torch.full((2,), 0.5))
+    assert entered and not torch.allclose(with_context[-1], off[-1])  # here the context left the adapters on

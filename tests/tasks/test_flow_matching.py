@@ -55,3 +55,34 @@ def test_euler_integrates_a_straight_path_exactly():
         assert torch.allclose(out, x0, atol=1e-6)
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
         euler_sigmas(0)
+
+
+def test_sampler_levels_known_values_and_diffusers_scheduler_static_and_dynamic_shift():
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from advtune.tasks.flow_matching import sampler_levels
+    from advtune.tasks.flux_validation import flux_schedule_shift
+
+    assert sampler_levels(2) == [1.0, 0.5] and sampler_levels(4) == [1.0, 0.75, 0.5, 0.25]
+    assert sampler_levels(2, 3.0) == pytest.approx([1.0, 0.75])  # 3·0.5 / (1 + 2·0.5)
+    assert sampler_levels(1, 3.0) == [1.0]
+
+    def diffusers_levels(scheduler, steps, **kwargs):  # as FluxPipeline calls the scheduler
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), **kwargs)
+        assert scheduler.sigmas[-1].item() == 0.0  # the terminal level, not a model call
+        return scheduler.sigmas[:-1].tolist()
+
+    static = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    for steps in (1, 2, 4, 28):
+        assert sampler_levels(steps, 3.0) == pytest.approx(diffusers_levels(static, steps), abs=1e-6)
+    flux_dev = {"use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+                "base_image_seq_len": 256, "max_image_seq_len": 4096, "shift": 3.0}
+    dynamic = FlowMatchEulerDiscreteScheduler(**flux_dev)
+    for tokens, second_of_two in ((1024, 0.6525), (4096, 0.7595)):  # 512 px and 1024 px FLUX.1-dev
+        shift = flux_schedule_shift(flux_dev, tokens)
+        assert sampler_levels(2, shift)[1] == pytest.approx(second_of_two, abs=1e-4)
+        mu = calculate_shift(tokens, 256, 4096, 0.5, 1.15)
+        for steps in (2, 4, 28):
+            assert sampler_levels(steps, shift) == pytest.approx(diffusers_levels(dynamic, steps, mu=mu), abs=1e-6)

@@ -34,3 +34,19 @@ def test_default_fake_depends_on_the_data_and_levels_are_checked():
     for bad in ([0.0], [1.5]):
         with pytest.raises(ValueError, match="adv_fake_levels must lie in"):
             FluxLoRATask(rank=2, adv_fake_levels=bad)
+
+
+def test_adv_fake_steps_are_the_samplers_levels_with_its_shift():
+    torch.manual_seed(0)
+    by_steps = FluxLoRATask(rank=2, adv_fake_steps=[2])
+    torch.manual_seed(0)
+    by_levels = FluxLoRATask(rank=2, adv_fake_levels=[1.0, 0.5])
+    assert by_steps.fake_levels(8, 8) == [1.0, 0.5]  # shift 1: what adv_fake_levels=[1.0, 0.5] meant
+    latents = torch.rand(4, 1, 8, 8) * 2 - 1
+    torch.testing.assert_close(_predict(by_steps, latents).fake, _predict(by_levels, latents).fake, rtol=0, atol=0)
+    shifted = FluxLoRATask(rank=2, adv_fake_steps=[2, 4], sample_shift=3.0)
+    assert shifted.fake_levels(8, 8) == pytest.approx([1.0, 0.9, 0.75, 0.5])  # 3t / (1 + 2t) at 1, .75, .5, .25
+    with pytest.raises(ValueError, match="not both"):
+        FluxLoRATask(rank=2, adv_fake_steps=[2], adv_fake_levels=[1.0])
+    with pytest.raises(ValueError, match="adv_fake_steps must be step counts"):
+        FluxLoRATask(rank=2, adv_fake_steps=[0])

@@ -33,3 +33,7 @@ from advtune.data.latents import (  # noqa: E402
 )
 
 __all__ += ["AutoencoderKLCodec", "DigitsLatentDataModule", "IdentityCodec", "ImageFolderLatentDataModule"]
+
+from advtune.data.teacher_samples import TeacherSampleDataModule  # noqa: E402
+
+__all__ += ["TeacherSampleDataModule"]

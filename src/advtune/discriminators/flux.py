@@ -12,6 +12,13 @@ Gradients: in the D phase nothing of the generator is trained here (adapters are
 is frozen); in the G phase the gradient of the heads' logits flows back through the frozen
 transformer and the re-noising ``(1 − σ)·x̂`` into the fake latents, and from there to the adapters.
 
+Memory: G's backward through the teacher keeps every block's activations (and, over an 8-bit base,
+every block's dequantized weights) unless the blocks are checkpointed. Checkpointing is done here
+with non-reentrant ``torch.utils.checkpoint`` around a function that switches the adapters off
+itself, so the recomputation in backward (when the generator has its adapters back on) runs the
+teacher again, not the student (``gradient_checkpointing``; default: as the transformer is set).
+A distillation task may pass its own ``teacher_context`` (e.g. the base plus a frozen teacher LoRA).
+
 Cost at FLUX.1 width: a head is ``LayerNorm → Linear(3072→d) → LReLU → conv3×3(d→d) → FiLM(σ) →
 LReLU → conv1×1(d→1)`` on the token grid. At ``d = 256`` (and a 256-d σ embedding) that is
 1,508,609 parameters per head, so heads on 8 of FLUX.1-dev's 57 blocks cost 12.1 M
@@ -20,9 +27,11 @@ LReLU → conv1×1(d→1)`` on the token grid. At ``d = 256`` (and a 256-d σ em
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, ContextManager, Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
@@ -69,6 +78,16 @@ class _StopForward(Exception):
     """Raised by the last feature hook: the blocks after it are not needed."""
 
 
+def _checkpoint_in(context: Callable[[], ContextManager], block: Callable, *args):
+    """Non-reentrant checkpoint of ``block(*args)`` that runs inside ``context()``, in the forward and
+    in the recomputation during backward."""
+    def run(*inputs):
+        with context():
+            return block(*inputs)
+
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+
+
 class FluxTransformer2DDiscriminator(nn.Module):
     """Heads on chosen blocks of the frozen base Flux transformer (adapters off), LADD-style.
 
@@ -85,6 +104,10 @@ class FluxTransformer2DDiscriminator(nn.Module):
             (1.0 = LADD's shift towards high noise).
         sigma_logit_std: its standard deviation.
         guidance_scale: embedded guidance for guidance-distilled transformers.
+        teacher_context: ``teacher_context()`` is a context manager in which the transformer is the
+            teacher (default: adapters off, the bare base); entered again in each recomputation.
+        gradient_checkpointing: recompute each block in backward (inside ``teacher_context``);
+            ``None``: when the transformer has gradient checkpointing on.
 
     Forward:
         ``x`` ``(B, C, H, W)`` latents; optional ``sigma`` ``(B,)``, ``prompt_embeds``,
@@ -107,6 +130,8 @@ class FluxTransformer2DDiscriminator(nn.Module):
         sigma_logit_mean: float = 1.0,
         sigma_logit_std: float = 1.0,
         guidance_scale: float = 1.0,
+        teacher_context: Callable[[], ContextManager] | None = None,
+        gradient_checkpointing: bool | None = None,
     ) -> None:
         super().__init__()
         trainable_base = [n for n, p in transformer.named_parameters() if p.requires_grad and "lora_" not in n]
@@ -125,6 +150,8 @@ class FluxTransformer2DDiscriminator(nn.Module):
         self.sigma_logit_mean = float(sigma_logit_mean)
         self.sigma_logit_std = float(sigma_logit_std)
         self.guidance_scale = float(guidance_scale)
+        self.teacher_context = teacher_context
+        self.gradient_checkpointing = gradient_checkpointing
         inner_dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
         self.heads = nn.ModuleList(
             FluxFeatureHead(inner_dim, head_dim, embedding_dim, spectral_norm) for _ in indices
@@ -161,16 +188,21 @@ class FluxTransformer2DDiscriminator(nn.Module):
 
         blocks = self._blocks()
         handles = [blocks[i].register_forward_hook(hook_for(i)) for i in self.block_indices]
-        # Checkpointing would recompute these blocks in backward with the adapters back on.
-        checkpointing = getattr(transformer, "gradient_checkpointing", False)
-        transformer.gradient_checkpointing = False
+        teacher = self.teacher_context or functools.partial(set_adapters_enabled, transformer, False)
+        checkpointing = self.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = bool(getattr(transformer, "gradient_checkpointing", False))
+        saved = (getattr(transformer, "gradient_checkpointing", False), getattr(transformer, "_gradient_checkpointing_func", None))
+        # diffusers' own checkpointing would recompute these blocks in backward with the adapters back on.
+        transformer.gradient_checkpointing = checkpointing
+        transformer._gradient_checkpointing_func = functools.partial(_checkpoint_in, teacher)
         try:
-            with set_adapters_enabled(transformer, False):
+            with teacher():
                 predict_velocity(transformer, x, sigma, prompt_embeds, pooled_prompt_embeds, self.guidance_scale)
         except _StopForward:
             pass
         finally:
-            transformer.gradient_checkpointing = checkpointing
+            transformer.gradient_checkpointing, transformer._gradient_checkpointing_func = saved
             for handle in handles:
                 handle.remove()
         return [captured[i] for i in self.block_indices]

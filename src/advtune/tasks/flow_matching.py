@@ -5,10 +5,22 @@ between data and noise, ``x_t = (1 − t)·x0 + t·ε`` with ``t ∈ [0, 1]`` (`
 regress the velocity ``v = dx_t/dt = ε − x0``. From a prediction ``v̂`` the one-step estimate of
 the clean latent is ``x̂0 = x_t − t·v̂``, and sampling integrates ``dx/dt = v̂`` from ``t = 1`` to 0.
 
-Training levels ``t`` follow diffusers' ``compute_density_for_timestep_sampling`` (uniform,
-``logit_normal`` = ``sigmoid(N(m, s²))``, ``mode`` with scale ``s``: ``1 − u − s·(cos²(πu/2) − 1 + u)``),
-then the resolution shift of SD3 / ``FlowMatchEulerDiscreteScheduler``,
-``t ← shift·t / (1 + (shift − 1)·t)`` (FLUX.1 training scripts use 3.0 at 1024², 1.0 is identity).
+What matches diffusers, exactly:
+
+* the density of the training level ``u``: diffusers' ``compute_density_for_timestep_sampling``
+  (``uniform``, ``logit_normal`` = ``sigmoid(N(m, s²))``, ``mode`` with scale ``s``:
+  ``1 − u − s·(cos²(πu/2) − 1 + u)``);
+* the sampling levels: :func:`euler_sigmas` are ``FluxPipeline``'s ``linspace(1, 1/n, n)`` shifted
+  by ``FlowMatchEulerDiscreteScheduler`` (static ``shift`` or, with ``use_dynamic_shifting``,
+  ``exp(μ)``), plus the terminal 0; :func:`sampler_levels` are the ``n`` levels the model is
+  called at (tested against the scheduler in ``tests/tasks/test_flow_matching.py``).
+
+What differs from diffusers' Flux LoRA script (``train_dreambooth_lora_flux.py``): it maps ``u`` to
+one of 1,000 discrete timesteps and reads the level from the training scheduler's sigmas (shifted
+by the config's static ``shift``, unshifted under dynamic shifting); here ``u`` is the level ``t``
+itself, continuous, shifted by ``timestep_shift`` with SD3's ``t ← shift·t / (1 + (shift − 1)·t)``
+(LoRA trainers use about 3.0 for FLUX.1 at 1024², 1.0 is identity). Target (``ε − x0``) and loss
+(plain MSE, the script's default ``weighting_scheme="none"``) are the same.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ __all__ = [
     "velocity_target",
     "one_step_estimate",
     "euler_sigmas",
+    "sampler_levels",
     "euler_sample",
 ]
 
@@ -89,6 +102,17 @@ def euler_sigmas(num_steps: int, shift: float = 1.0, device=None) -> Tensor:
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     return shift_sigmas(torch.linspace(1.0, 0.0, num_steps + 1, device=device), shift)
+
+
+def sampler_levels(num_steps: int, shift: float = 1.0) -> list[float]:
+    """The ``num_steps`` levels ``t`` a ``num_steps``-step Euler sampler calls the model at, highest first.
+
+    ``shift_sigmas(linspace(1, 1/n, n))``: ``FlowMatchEulerDiscreteScheduler.sigmas[:-1]`` after
+    ``set_timesteps(sigmas=linspace(1, 1/n, n))`` as ``FluxPipeline`` calls it (with ``mu = log(shift)``
+    under dynamic shifting). At shift 1, 2 steps visit ``[1.0, 0.5]``; at FLUX.1-dev's 512 px shift
+    (``exp(0.63)``) ``[1.0, 0.652]``, at 1024 px (``exp(1.15)``) ``[1.0, 0.760]``.
+    """
+    return [float(level) for level in euler_sigmas(num_steps, shift)[:-1]]
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
-"""The checks of :class:`~advtune.tasks.flux_lora.FluxLoRATask`'s arguments, each naming its ``task.*`` key.
+"""The checks of the Flux tasks' arguments, each naming its ``task.*`` key.
 
-Called at the top of ``FluxLoRATask.__init__`` (before a base model is loaded), so a value that makes
+Called at the top of ``FluxLoRATask.__init__`` and ``FluxDistillTask.__init__`` (before a base model is loaded), so a value that makes
 no sense (a LoRA of rank -7, a dropout of 1.5, a negative validation batch) is refused when the task
 is built, by ``advtune validate-config`` as by ``advtune train``, instead of failing at the first
 validation. ``transformer_config`` is checked against the annotations of
@@ -26,7 +26,8 @@ def check_flux_task_arguments(arguments: dict[str, Any]) -> None:
     """Raise :class:`~advtune.config.ConfigError` for the first argument that makes no sense.
 
     Args:
-        arguments: ``FluxLoRATask.__init__``'s arguments by name (its ``locals()`` on entry).
+        arguments: the task's ``__init__`` arguments by name (its ``locals()`` on entry); a key the
+            task does not take (the distillation task has no ``logit_std``) is not checked.
     """
     for name in _POSITIVE_INTEGERS:
         check_integer(f"task.{name}", arguments[name], minimum=1)
@@ -34,9 +35,11 @@ def check_flux_task_arguments(arguments: dict[str, Any]) -> None:
     check_number("task.alpha", arguments["alpha"], above=0.0)
     check_number("task.dropout", arguments["dropout"], minimum=0.0, below=1.0)
     for name in ("logit_std", "disc_sigma_logit_std"):  # spreads of logit-normal draws
-        check_number(f"task.{name}", arguments[name], above=0.0)
-    for name in ("diffusion_loss_weight", "guidance_scale"):
-        check_number(f"task.{name}", arguments[name], minimum=0.0)
+        if name in arguments:
+            check_number(f"task.{name}", arguments[name], above=0.0)
+    for name in ("diffusion_loss_weight", "guidance_scale", "regression_weight"):
+        if name in arguments:
+            check_number(f"task.{name}", arguments[name], minimum=0.0)
     config = arguments["transformer_config"]
     if isinstance(config, Mapping):  # a dict, or Hydra's DictConfig
         from advtune.models.flux import build_flux_transformer
