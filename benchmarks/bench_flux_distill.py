@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             fm_scores, fm_grids = score(sampler(fm_module), [*STUDENT_STEPS, 8, args.teacher_steps], args)
             record("teacher (flow-matching LoRA)", fm_scores)
             grids.setdefault(f"teacher, {args.teacher_steps} steps", fm_grids[args.teacher_steps])
+            grids.setdefault("FM LoRA, 2 steps", fm_grids[2])
             grids.setdefault("FM LoRA, 8 steps", fm_grids[8])
         print(f"[seed {seed}] {args.label}: {args.steps} student updates, overrides {args.overrides or 'none'}")
         tick = time.time()
