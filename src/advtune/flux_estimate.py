@@ -4,7 +4,9 @@ Not a measurement: a linear model calibrated on ``benchmarks/bench_flux_scale.py
 and config with random weights, LoRA rank 16, 512×512 px = 1,024 image + 512 text tokens, batch 1,
 gradient checkpointing, measured on CPU at 1 + 1 blocks and extrapolated to 19 + 38; docs/quickstart/FLUX.md
 §3). Its full-depth peaks in a bf16 base were 24.5 GiB (flow matching), 24.6 (+ latent D), 33.4
-(+ feature D); with int8 blocks 13.7, 13.8, 31.8. The model splits them into
+(+ feature D keeping every block's activations); with int8 blocks 13.7, 13.8, 31.8; the feature D
+recomputed in backward (its default when the base checkpoints) added 0.4 GiB (0.6 over int8 blocks).
+The model splits them into
 
 * the base's weights, counted from the snapshot's transformer config: bf16/fp16 2 bytes per
   parameter, float32 4; ``int8``/``fp8`` (torchao weight-only) 1 byte per block linear weight plus a
@@ -13,14 +15,16 @@ gradient checkpointing, measured on CPU at 1 + 1 blocks and extrapolated to 19 +
 * activations: the bench's remainder (1.36 GiB bf16, 1.57 GiB over int8 blocks) scaled by
   tokens × width × depth × batch; without gradient checkpointing every block keeps its activations
   (0.156 GiB per block at 1,536 tokens, the feature D's measured extra per block);
-* the latent D: 0.1 GiB per 1,024 image tokens and sample; the feature D: every block it reads keeps
-  its activations (it runs the base without checkpointing) and, over an 8-bit base, 9.2 GiB per 57
-  blocks of dequantized weights (the bench's int8 + feature D row).
+* the latent D: 0.1 GiB per 1,024 image tokens and sample; the feature D, checkpointed: 0.4 GiB
+  (0.6 over 8-bit blocks) per 57 blocks it reads at the anchor; not checkpointed, every block it reads
+  keeps its activations and, over an 8-bit base, 9.2 GiB per 57 blocks of dequantized weights.
 
 Step time: FLOPs of a forward pass (block linears: each double-block stream sees its own tokens,
 single blocks all tokens; attention 4·T²·width per block) × 2 (backward to the inputs; LoRA
 gradients are small) + 1 more with checkpointing (the recomputation), times the bench's ratios
-(latent D 1.00×, feature D 2.36×, int8 1.08× on CPU), at an assumed 40 % of a card's dense bf16 peak.
+(latent D 1.00×, feature D 2.54× checkpointed or 2.36× not, int8 1.08× on CPU; a distillation update
+with rollout inputs 1.32×: its sampler's earlier steps; the one-time teacher sampling is not included),
+at an assumed 40 % of a card's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ _ACTIVATIONS_GIB = {"none": 1.36, "int8": 1.57, "fp8": 1.57}  # bench remainder 
 _BLOCK_ACTIVATIONS_GIB = 0.156   # one block's kept activations at the anchor (feature D's extra per block)
 _LATENT_D_GIB = 0.1               # per 1,024 image tokens and sample
 _DEQUANTIZED_GIB = 9.2            # 8-bit base + feature D: dequantized weights kept, all 57 blocks read
-_TIME_RATIO = {"fm": 1.0, "latent": 1.0, "feature": 2.36}
+_CHECKPOINTED_FEATURE_GIB = {"none": 0.4, "int8": 0.6, "fp8": 0.6}  # per 57 blocks at the anchor
+_TIME_RATIO = {"fm": 1.0, "latent": 1.0, "feature": 2.36, "feature_checkpointed": 2.54}
+_ROLLOUT_TIME = 1.32              # distillation, student_input=rollout: + the sampler's earlier no-grad forwards
+_TASKS = ("advtune.tasks.flux_lora.FluxLoRATask", "advtune.tasks.flux_distill.FluxDistillTask")
 _QUANT_TIME = {"none": 1.0, "int8": 1.08, "fp8": 1.08}   # fp8 assumed like int8 (not benched)
 _CARDS = {"A100": 312e12, "H100": 989e12}                # dense bf16 tensor FLOP/s
 _UTILIZATION = 0.4
@@ -68,6 +75,8 @@ class FluxJob:
     discriminator: str = "latent"   # fm (none) | latent | feature
     feature_blocks: int = 0          # blocks the feature D runs through
     ema: bool = False
+    feature_checkpointing: bool = False  # the feature D's blocks recomputed in backward
+    rollout: bool = False            # a distillation student update with rollout inputs
 
 
 def estimate_memory_gib(job: FluxJob) -> dict[str, float]:
@@ -86,6 +95,8 @@ def estimate_memory_gib(job: FluxJob) -> dict[str, float]:
     disc = 0.0
     if job.discriminator == "latent":
         disc = _LATENT_D_GIB * job.image_tokens / 1024 * job.batch_size
+    elif job.discriminator == "feature" and job.feature_checkpointing:
+        disc = _CHECKPOINTED_FEATURE_GIB[job.quantize] * job.feature_blocks / _ANCHOR_BLOCKS * scale
     elif job.discriminator == "feature":
         disc = job.feature_blocks * _BLOCK_ACTIVATIONS_GIB * scale
         if job.quantize in ("int8", "fp8"):
@@ -101,7 +112,8 @@ def estimate_step_seconds(job: FluxJob) -> dict[str, float]:
     forward = job.double_params * tokens + 2 * job.single_params * tokens  # 2 FLOPs per weight and token it sees
     forward += 4 * tokens**2 * job.width * (job.num_double + job.num_single)
     flops = forward * (3 if job.checkpointing else 2) * job.batch_size
-    flops *= _TIME_RATIO[job.discriminator] * _QUANT_TIME[job.quantize]
+    kind = "feature_checkpointed" if job.discriminator == "feature" and job.feature_checkpointing else job.discriminator
+    flops *= _TIME_RATIO[kind] * _QUANT_TIME[job.quantize] * (_ROLLOUT_TIME if job.rollout else 1.0)
     return {"tflop": flops / 1e12, **{card: flops / (_UTILIZATION * peak) for card, peak in _CARDS.items()}}
 
 
@@ -113,8 +125,8 @@ def job_from_config(cfg: Any, lora_params: int) -> FluxJob | None:
 
     snapshot = cfg.get("pretrained")
     task = cfg.get("task") or {}
-    if not snapshot or task.get("_target_") != "advtune.tasks.flux_lora.FluxLoRATask" or task.get("adapter_type") == "none":
-        return None  # a FLUX.1 adapter job only
+    if not snapshot or task.get("_target_") not in _TASKS or task.get("adapter_type") == "none":
+        return None  # a FLUX.1 adapter job (LoRA or distillation) only
     config = json.loads((Path(str(snapshot)).expanduser() / "transformer" / "config.json").read_text())
     with torch.device("meta"):  # shapes only: nothing allocated
         model = FluxTransformer2DModel.from_config(config)
@@ -127,14 +139,18 @@ def job_from_config(cfg: Any, lora_params: int) -> FluxJob | None:
     use_d = bool(OmegaConf.select(cfg, "module.use_adversarial", default=True)) and bool(disc_target)
     kind = "fm" if not use_d else "feature" if disc_target.endswith("FluxTransformer2DDiscriminator") else "latent"
     indices = OmegaConf.select(cfg, "discriminator.block_indices", default=None)
+    feature_checkpointing = OmegaConf.select(cfg, "discriminator.gradient_checkpointing", default=None)
+    checkpointing = bool(task.get("gradient_checkpointing"))
     return FluxJob(double, single, sum(p.numel() for p in model.parameters()) - double - single,
                    sum(m.weight.numel() for m in linears), sum(m.weight.shape[0] for m in linears),
                    len(model.transformer_blocks), len(model.single_transformer_blocks),
                    int(config["num_attention_heads"]) * int(config["attention_head_dim"]), int(lora_params),
                    (resolution // 16) ** 2, int(OmegaConf.select(cfg, "data.max_sequence_length", default=512) or 512),
                    int(OmegaConf.select(cfg, "data.batch_size", default=1) or 1), str(task.get("base_dtype") or "bfloat16"),
-                   str(task.get("quantize") or "none"), bool(task.get("gradient_checkpointing")), kind,
-                   (max(indices) + 1) if indices else len(blocks), OmegaConf.select(cfg, "module.ema_decay") is not None)
+                   str(task.get("quantize") or "none"), checkpointing, kind,
+                   (max(indices) + 1) if indices else len(blocks), OmegaConf.select(cfg, "module.ema_decay") is not None,
+                   checkpointing if feature_checkpointing is None else bool(feature_checkpointing),
+                   task.get("student_input") == "rollout")
 
 
 def estimate_lines(cfg: Any, lora_params: int) -> list[str]:
