@@ -7,11 +7,11 @@ each with ``main(overrides)`` and a ``HELP`` text) and are imported only when ru
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection, Iterator
 
 from advtune.config import ConfigError
 
-__all__ = ["COMMANDS", "SIMPLE_ARGS", "EXTERNAL_COMMANDS", "command_help", "parse_simple_args"]
+__all__ = ["COMMANDS", "SIMPLE_ARGS", "EXTERNAL_COMMANDS", "command_help", "parse_simple_args", "key_values"]
 
 COMMANDS = {
     "train": "train a model; re-running into the same output_dir resumes it (resume=auto)",
@@ -83,15 +83,21 @@ def command_help(command: str, groups: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+def key_values(overrides: list[str], valid: Collection[str], prefix: str = "", suffix: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, value)`` of each ``key=value`` string; one that is not, or names no key of ``valid``, raises
+    :class:`ConfigError`: ``"<prefix>unknown argument 'x'<suffix>; valid: a=, b="``."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in valid:
+            raise ConfigError(f"{prefix}unknown argument {item!r}{suffix}; valid: {', '.join(k + '=' for k in valid)}")
+        yield key, value
+
+
 def parse_simple_args(command: str, overrides: list[str]) -> dict[str, Any]:
     """``key=value`` arguments of ``sample``/``export``, typed like their defaults."""
     spec = SIMPLE_ARGS[command]
     args = {name: default for name, (default, _) in spec.items()}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in spec:
-            raise ConfigError(f"unknown argument {item!r}; valid: {', '.join(f'{k}=' for k in spec)} "
-                              f"(advtune {command} --help)")
+    for key, value in key_values(overrides, spec, suffix=f" (advtune {command} --help)"):
         default = spec[key][0]
         try:
             args[key] = type(default)(value) if default is not None else value

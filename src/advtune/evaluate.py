@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from advtune.commands import key_values
 from advtune.config import ConfigError
 from advtune.evaluate_flux import HELP as FLUX_HELP
 
@@ -46,11 +47,7 @@ _ARGS = {"ckpt_path": None, "data": "run", "out_dir": "evaluation", "max_clips":
 
 def _parse(overrides: list[str]) -> dict[str, str]:
     args = dict(_ARGS)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in _ARGS:
-            raise ConfigError(f"evaluate: unknown argument {item!r}; valid: "
-                              f"{', '.join(k + '=' for k in _ARGS)}")
+    for key, value in key_values(overrides, _ARGS, "evaluate: "):
         args[key] = value
     if not args["ckpt_path"]:
         raise ConfigError("evaluate: ckpt_path=... is required")

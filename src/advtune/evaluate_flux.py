@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from advtune.commands import key_values
 from advtune.config import ConfigError
 
 __all__ = ["HELP", "main", "evaluate_flux", "load_lora_student"]
@@ -56,11 +57,7 @@ _ARGS = {"ckpt_path": "", "lora": "", "pretrained": "", "base": "", "teacher_lor
 def parse(overrides: list[str]) -> dict[str, str]:
     """``key=value`` strings → the arguments; a bad one raises :class:`ConfigError` (one line)."""
     args = dict(_ARGS)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in _ARGS:
-            raise ConfigError(f"evaluate: unknown argument {item!r} for a Flux run; valid: "
-                              f"{', '.join(k + '=' for k in _ARGS)}")
+    for key, value in key_values(overrides, _ARGS, "evaluate: ", " for a Flux run"):
         args[key] = value
     if bool(args["ckpt_path"]) == bool(args["lora"]):
         raise ConfigError("evaluate: give ckpt_path=RUN.ckpt or lora=FILE (with pretrained= or base=)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from advtune.commands import key_values
 from advtune.config import ConfigError
 
 __all__ = ["HELP", "DEFAULTS", "main", "parse_arguments"]
@@ -53,10 +54,7 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 def parse_arguments(overrides: list[str]) -> dict[str, Any]:
     """``key=value`` strings → checked arguments; a bad one raises :class:`ConfigError` (one line)."""
     args = dict(DEFAULTS)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(f"generate: unknown argument {item!r}; valid: {', '.join(k + '=' for k in DEFAULTS)}")
+    for key, value in key_values(overrides, DEFAULTS, "generate: "):
         try:
             args[key] = int(value) if key in _INTEGERS else float(value) if key in _FLOATS else value
         except ValueError:

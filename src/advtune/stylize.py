@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from advtune.commands import key_values
 from advtune.config import ConfigError
 
 __all__ = ["HELP", "DEFAULTS", "main", "parse_arguments"]
@@ -68,10 +69,7 @@ def _boolean(key: str, value: str) -> bool:
 def parse_arguments(overrides: list[str]) -> dict[str, Any]:
     """``key=value`` strings → checked arguments; a bad one raises :class:`ConfigError` (one line)."""
     args = dict(DEFAULTS)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(f"stylize: unknown argument {item!r}; valid: {', '.join(k + '=' for k in DEFAULTS)}")
+    for key, value in key_values(overrides, DEFAULTS, "stylize: "):
         if key in ("tile_size", "tile_overlap") or (key == "style_size" and value != "auto"):
             try:
                 args[key] = int(value)
