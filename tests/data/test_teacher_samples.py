@@ -58,6 +58,8 @@ def test_dataset_items_and_errors(tmp_path):
         module.build(torch.nn.Linear(1, 1))
     with pytest.raises(ConfigError, match="data.shard_size must be >= 1"):
         TeacherSampleDataModule(DigitsLatentDataModule(), str(tmp_path), shard_size=0)
+    with pytest.raises(ConfigError, match="data.num_workers must be >= 0, got -7"):  # its loader is built in the Trainer
+        TeacherSampleDataModule(DigitsLatentDataModule(), str(tmp_path), num_workers=-7)
     with pytest.raises(ConfigError, match="use it in a Trainer"):
         _module(tmp_path / "fresh").train_dataloader()
 

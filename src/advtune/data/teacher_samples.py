@@ -117,6 +117,8 @@ class TeacherSampleDataModule(lightning.LightningDataModule):
                             ("num_samples", 1 if num_samples is None else num_samples)):
             if int(value) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {value}")
+        if int(num_workers) < 0:  # checked here: the loaders are built only inside the Trainer
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         self.source, self.cache_dir = source, Path(cache_dir).expanduser()
         self.num_samples, self.samples_per_prompt = num_samples, int(samples_per_prompt)
         self.shard_size, self.generate_batch_size = int(shard_size), int(generate_batch_size)
