@@ -176,6 +176,7 @@ _SHORT_RUN = ["trainer.max_steps=1", "trainer.enable_progress_bar=false", "monit
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~160 short train runs: about 15 minutes on 2 cores, over the slow tests' 900 s
 def test_validate_config_and_train_agree_on_every_value_of_every_option(tmp_path):
     """Every wrong value of each option: ``validate-config``'s answer is ``train``'s (in process)."""
     bases = {}
